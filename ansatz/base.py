@@ -1,0 +1,79 @@
+"""The ansatz boundary: a ``Wavefunction`` is ``init``/``apply`` pure functions, Haiku hidden inside.
+
+Every ansatz in this package is written for one walker and returns ``(sign, log|ψ|)``:
+
+* ``init(rng_key, x, cond, spins, coupling) -> params``
+* ``apply(params, x, cond, spins, coupling) -> (sign [], log|ψ| [])``
+
+with ``x`` the positions ``[N, D]`` in the system's natural length unit (the VMC glue
+divides physical positions by ``system.length_scale``), ``cond`` the context feature
+vector ``[C]``, ``spins = (n_up, n_down)`` a static tuple (rows ``0..n_up-1`` are spin up),
+and ``coupling`` the strength of the ``1/r`` interaction in those length units (it fixes the
+exact electron–electron cusp). Batch with ``jax.vmap`` over ``x``.
+"""
+
+from typing import Callable, NamedTuple, Sequence, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from qvmc.types import Array
+
+
+class Wavefunction(NamedTuple):
+    """A pure-function wavefunction; see the module docstring for the signatures."""
+    init: Callable
+    apply: Callable
+
+
+def validate_call(x: Array, spins: Tuple[int, int]) -> None:
+    """Checks (before tracing) that a walker matches the static particle content."""
+    if len(spins) != 2 or any(int(s) < 0 for s in spins):
+        raise ValueError(f'spins must be (n_up, n_down) with non-negative entries, got {spins}.')
+    if x.ndim != 2 or x.shape[0] != spins[0] + spins[1]:
+        raise ValueError(f'x must be one walker of shape [N={spins[0] + spins[1]}, D], got {x.shape}; '
+                         'vmap over walkers outside the wavefunction.')
+
+
+def from_haiku(forward: Callable) -> Wavefunction:
+    """Wraps ``forward(x, cond, spins, coupling) -> (sign, logabs)`` into a ``Wavefunction``."""
+    transformed = hk.without_apply_rng(hk.transform(forward))
+
+    def init(rng_key, x, cond, spins, coupling=0.0):
+        validate_call(x, spins)
+        return transformed.init(rng_key, x, cond, tuple(spins), coupling)
+
+    def apply(params, x, cond, spins, coupling=0.0):
+        validate_call(x, spins)
+        return transformed.apply(params, x, cond, tuple(spins), coupling)
+
+    return Wavefunction(init, apply)
+
+
+def log_sum_determinants(coefficients: Array, signs: Array, logdets: Array) -> Tuple[Array, Array]:
+    """Stable ``(sign, log|Σ_k c_k s_k exp(l_k)|)`` for K signed determinants.
+
+    Args:
+      coefficients: ``[K]`` real weights ``c_k``.
+      signs: ``[K]`` determinant signs ``s_k``.
+      logdets: ``[K]`` log-magnitudes ``l_k``.
+    """
+    shift = jax.lax.stop_gradient(jnp.max(logdets))
+    total = jnp.sum(coefficients * signs * jnp.exp(logdets - shift))
+    return jnp.sign(total), shift + jnp.log(jnp.abs(total))
+
+
+def slogdet_blocks(orbitals: Sequence[Array]) -> Tuple[Array, Array]:
+    """Sign and log|det| of a product of square blocks (e.g. spin up and spin down).
+
+    Args:
+      orbitals: square matrices ``[..., n_σ, n_σ]`` (empty blocks are skipped).
+    """
+    sign, logdet = 1.0, 0.0
+    for m in orbitals:
+        if m.shape[-1] == 0:
+            continue
+        s, l = jnp.linalg.slogdet(m)
+        sign, logdet = sign * s, logdet + l
+    return jnp.asarray(sign), jnp.asarray(logdet)

@@ -1,0 +1,148 @@
+"""The conditional Fermi Sets wavefunction ``Ψ(R; Λ) = Σ_k ρ_k(ξ(R; Λ)) det M_k(R; Λ)``."""
+
+import dataclasses
+from typing import Optional
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ansatz import harmonic_basis
+from ansatz.base import Wavefunction, from_haiku, log_sum_determinants, slogdet_blocks
+from ansatz.layers import FiLM, MLP, PairBiasedSelfAttention
+
+
+@dataclasses.dataclass(frozen=True)
+class FermiSetsConfig:
+    """Sizes of the Fermi Sets network.
+
+    Attributes:
+      width: per-electron stream width F.
+      num_layers: attention blocks in the equivariant network.
+      num_heads: attention heads per block (``width`` must be divisible by it).
+      num_determinants: K, the number of determinants and of coefficients ρ_k.
+      hidden: width of the ρ, pooling and orbital-generator MLPs.
+      cusp: include the exact electron–electron cusp factor (2D Kato conditions).
+    """
+    width: int = 32
+    num_layers: int = 2
+    num_heads: int = 4
+    num_determinants: int = 4
+    hidden: int = 32
+    cusp: bool = True
+
+    def __post_init__(self):
+        for name in ('width', 'num_layers', 'num_heads', 'num_determinants', 'hidden'):
+            if getattr(self, name) <= 0:
+                raise ValueError(f'FermiSetsConfig.{name} must be > 0, got {getattr(self, name)}.')
+        if self.width % self.num_heads:
+            raise ValueError(f'width={self.width} must be divisible by num_heads={self.num_heads}.')
+
+
+def _electron_features(x):
+    """Open-boundary features per electron ``[N, 4]``: position, smooth radius, r²."""
+    r2 = jnp.sum(x**2, axis=-1, keepdims=True)
+    return jnp.concatenate([x, jnp.sqrt(1.0 + r2) - 1.0, r2 / (1.0 + r2)], axis=-1)
+
+
+def _pair_features(x):
+    """Smooth pair features ``[N, N, 2]`` (no cusp: that is handled separately)."""
+    d2 = jnp.sum((x[:, None, :] - x[None, :, :])**2, axis=-1, keepdims=True)
+    return jnp.concatenate([jnp.log1p(d2), jnp.exp(-d2)], axis=-1)
+
+
+def _cusp_jastrow(x, spins, coupling, log_range):
+    """``Σ_{i<j} c_σσ' · coupling · β r/(β + r)``: exact 2D cusps, ``c = 1`` (↑↓) and ``1/3`` (↑↑).
+
+    The slope at ``r = 0`` is ``c · coupling`` (Kato's condition in two dimensions:
+    ``1/(d-1)`` for opposite and ``1/(d+1)`` for parallel spins); β > 0 sets the range.
+    """
+    n_up, n_down = spins
+    n = n_up + n_down
+    if n < 2:
+        return jnp.zeros((), x.dtype)
+    spin = np.array([0] * n_up + [1] * n_down)
+    same = spin[:, None] == spin[None, :]
+    c = np.where(same, 1.0 / 3.0, 1.0)
+    beta = jnp.where(same, jnp.exp(log_range[0]), jnp.exp(log_range[1]))
+    iu = np.triu_indices(n, k=1)
+    d2 = jnp.sum((x[:, None, :] - x[None, :, :])**2, axis=-1)
+    r = jnp.sqrt(d2[iu])  # off-diagonal only: never zero for a walker with finite density
+    return coupling * jnp.sum(c[iu] * beta[iu] * r / (beta[iu] + r))
+
+
+class FermiSets(hk.Module):
+    """Haiku module for one walker; see ``make_fermi_sets`` for the pure-function wrapper."""
+
+    def __init__(self, config: FermiSetsConfig, name: Optional[str] = None):
+        super().__init__(name=name)
+        self.config = config
+
+    def __call__(self, x, cond, spins, coupling):
+        cfg = self.config
+        n_up, n_down = spins
+        n = n_up + n_down
+        spin = jnp.asarray([1.0] * n_up + [-1.0] * n_down, x.dtype)[:, None]  # [N, 1]
+
+        # Permutation-equivariant attention network over electrons, FiLM-conditioned.
+        h = hk.Linear(cfg.width, name='embed')(jnp.concatenate([_electron_features(x), spin], -1))
+        h = FiLM(name='film_embed')(h, cond)  # [N, F]
+        pair = _pair_features(x)  # [N, N, 2]
+        for layer in range(cfg.num_layers):
+            bias = jnp.moveaxis(MLP([cfg.hidden, cfg.num_heads], name=f'pair_bias_{layer}')(pair), -1, 0)
+            attn = PairBiasedSelfAttention(cfg.num_heads, cfg.width // cfg.num_heads, name=f'attn_{layer}')
+            h = h + attn(hk.LayerNorm(-1, True, True, name=f'ln_attn_{layer}')(h), bias)
+            h = h + MLP([cfg.hidden, cfg.width], name=f'mlp_{layer}')(
+                hk.LayerNorm(-1, True, True, name=f'ln_mlp_{layer}')(h))
+            h = FiLM(name=f'film_{layer}')(h, cond)
+
+        # Invariant ξ by mean pooling, then ρ_k(ξ, Λ) = exp(J(ξ, Λ)) · c_k(ξ, Λ).
+        xi = jnp.mean(MLP([cfg.hidden, cfg.hidden], name='pool')(h), axis=0)  # [hidden]
+        rho_in = jnp.concatenate([jnp.tanh(xi), cond])
+        coeffs = MLP([cfg.hidden, cfg.num_determinants], final_w_init=hk.initializers.VarianceScaling(0.01),
+                     final_b_init=hk.initializers.Constant(1.0 / cfg.num_determinants), name='rho')(rho_in)
+        log_jastrow = MLP([cfg.hidden, 1], final_w_init=jnp.zeros, name='log_rho_scale')(rho_in)[0]
+
+        # K determinants of generated orbitals. Orbital j's weights come from its
+        # oscillator quantum numbers, the spin channel and the context, never from a table.
+        k = cfg.num_determinants
+        generator = MLP([cfg.hidden, k * (2 * cfg.width + 1)], final_w_init=hk.initializers.VarianceScaling(0.01),
+                        name='orbital_generator')  # shared by both spin channels (σ is an input)
+        blocks = []  # per spin: [K, n_σ, n_σ]
+        for start, count, sigma in ((0, n_up, 1.0), (n_up, n_down, -1.0)):
+            if count == 0:
+                continue
+            labels = harmonic_basis.orbital_labels(count)
+            q = jnp.asarray(harmonic_basis.label_features(labels), x.dtype)  # [M, 4]
+            gen_in = jnp.concatenate([q, jnp.broadcast_to(cond, (count, cond.shape[0])),
+                                      jnp.full((count, 1), sigma, x.dtype)], axis=-1)
+            gen = generator(gen_in).reshape(count, k, 2 * cfg.width + 1)
+            w_mult, w_add, log_alpha = gen[..., :cfg.width], gen[..., cfg.width:-1], gen[..., -1]  # [M, K, ...]
+            xs, hs = x[start:start + count], h[start:start + count]  # [n_σ, 2], [n_σ, F]
+            poly = harmonic_basis.polynomial_part(xs, labels)  # [n_σ, M]
+            r2 = jnp.sum(xs**2, axis=-1)  # [n_σ]
+            envelope = jnp.exp(-0.5 * jnp.exp(log_alpha)[None] * r2[:, None, None])  # [n_σ, M, K]
+            mult = jnp.einsum('if,mkf->imk', hs, w_mult)
+            add = jnp.einsum('if,mkf->imk', hs, w_add)
+            phi = envelope * (poly[:, :, None] * (1.0 + mult) + add)  # [n_σ, M, K]
+            blocks.append(jnp.moveaxis(phi, -1, 0))  # [K, n_σ(electron), M(orbital)]
+        signs, logdets = slogdet_blocks(blocks)  # [K]
+        sign, logabs = log_sum_determinants(coeffs, signs * jnp.ones(cfg.num_determinants), logdets)
+
+        logabs = logabs + log_jastrow
+        if cfg.cusp:
+            log_range = hk.get_parameter('cusp_log_range', (2,), x.dtype, init=jnp.zeros)
+            logabs = logabs + _cusp_jastrow(x, spins, coupling, log_range)
+        return sign, logabs
+
+
+def make_fermi_sets(config: FermiSetsConfig = FermiSetsConfig()) -> Wavefunction:
+    """The conditional Fermi Sets wavefunction as a pure ``Wavefunction``.
+
+    At initialization the orbitals are the oscillator eigenfunctions (so λ = 0 starts
+    exact); one parameter set evaluates any ``(n_up, n_down)``.
+    """
+    def forward(x, cond, spins, coupling):
+        return FermiSets(config, name='fermi_sets')(x, cond, spins, coupling)
+    return from_haiku(forward)

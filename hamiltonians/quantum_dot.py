@@ -1,0 +1,140 @@
+"""The 2D harmonic quantum dot: N electrons in the trap ½ ω² r² with Coulomb strength λ."""
+
+import dataclasses
+from typing import Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qvmc.context import Context
+from qvmc.types import Array, ContextValues, PRNGKey
+
+
+def pairwise_distances(x: Array) -> Array:
+    """Distances ``|r_i - r_j|`` as ``[N, N]`` with zeros on the diagonal, NaN-free gradients."""
+    n = x.shape[0]
+    diff = x[:, None, :] - x[None, :, :]  # [N, N, D]
+    eye = jnp.eye(n, dtype=x.dtype)
+    r = jnp.sqrt(jnp.sum(diff**2, axis=-1) + eye)  # +1 on the diagonal keeps sqrt smooth
+    return r * (1.0 - eye)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantumDot:
+    """Hamiltonian family ``H = Σ_i [-½∇_i² + ½ ω² r_i²] + λ Σ_{i<j} 1/|r_i - r_j|``.
+
+    Hartree atomic units. The trap convention is ``½ ω² r²`` (ω is the oscillator
+    frequency, so non-interacting shell ``n`` has energy ``(n + 1) ω``). With lengths
+    in units of ``1/√ω`` one has ``H(N, ω, λ) = ω H(N, 1, λ/√ω)``.
+
+    Context parameters (dynamic, traced): ``lam`` (λ ≥ 0) and ``omega`` (ω > 0).
+    The spin sector ``(n_up, n_down)`` is the static part of each context; the
+    published Large-Electron-Model numbers are for the polarized sector ``n_down = 0``.
+
+    Attributes:
+      max_electrons: largest N the conditional features are normalized for; contexts
+        with more electrons are rejected (raise it if you train larger dots).
+      default_omega: ω used when a context does not set it.
+    """
+
+    max_electrons: int = 30
+    default_omega: float = 1.0
+    ndim: int = 2
+    param_names = ('lam', 'omega')
+
+    def context(self, n_up: int, n_down: int = 0, lam: float = 0.0,
+                omega: Optional[float] = None) -> Context:
+        """Builds and validates a context of this family."""
+        ctx = Context.make(n_up, n_down, lam=lam,
+                           omega=self.default_omega if omega is None else omega)
+        self.validate(ctx)
+        return ctx
+
+    def validate(self, ctx: Context) -> None:
+        """Raises ``ValueError`` if a context does not describe a valid quantum dot."""
+        names = {k for k, _ in ctx.params}
+        if names != set(self.param_names):
+            raise ValueError(f'A quantum-dot context needs exactly the parameters {self.param_names}, '
+                             f'got {sorted(names)}; build it with QuantumDot.context(...).')
+        if ctx['omega'] <= 0:
+            raise ValueError(f'omega must be > 0 (trap frequency), got {ctx["omega"]}.')
+        if ctx['lam'] < 0:
+            raise ValueError(f'lam must be >= 0 (Coulomb strength), got {ctx["lam"]}.')
+        if ctx.n_electrons > self.max_electrons:
+            raise ValueError(f'N = {ctx.n_electrons} exceeds max_electrons = {self.max_electrons}; '
+                             f'construct QuantumDot(max_electrons=...) with a larger value.')
+
+    def validate_walkers(self, x, ctx: Context) -> None:
+        """Raises ``ValueError`` if walkers ``[..., N, 2]`` do not match the context."""
+        shape = np.shape(x)
+        if len(shape) < 2 or shape[-2:] != (ctx.n_electrons, self.ndim):
+            raise ValueError(f'Walkers must have shape [..., N={ctx.n_electrons}, D={self.ndim}] for '
+                             f'{ctx.label()}, got {shape}.')
+
+    # ----- pure functions of one walker x [N, 2] and traced context values -----
+
+    def potential_components(self, x: Array, values: ContextValues) -> Dict[str, Array]:
+        """Potential energy components of one walker: ``{'trap': [], 'interaction': []}``."""
+        omega, lam = values['omega'], values['lam']
+        trap = 0.5 * omega**2 * jnp.sum(x**2)
+        r = pairwise_distances(x)
+        n = x.shape[0]
+        iu = jnp.triu_indices(n, k=1)
+        interaction = lam * jnp.sum(1.0 / r[iu]) if n > 1 else jnp.zeros((), x.dtype)
+        return {'trap': trap, 'interaction': interaction}
+
+    def context_features(self, values: ContextValues, n_up: int, n_down: int) -> Array:
+        """Conditioning vector the network sees, ``[6]``.
+
+        λ enters through three smooth maps (covering 0 ≤ λ ≤ 10 and beyond), ω through
+        its logarithm, and the particle content through N and the polarization, both
+        normalized by ``max_electrons``.
+        """
+        lam, omega = values['lam'], values['omega']
+        n = n_up + n_down
+        lam_eff = lam / jnp.sqrt(omega)  # the dimensionless coupling
+        return jnp.stack([
+            lam_eff / 10.0,
+            jnp.log1p(lam_eff) / jnp.log(11.0),
+            lam_eff / (1.0 + lam_eff),
+            jnp.log(omega),
+            jnp.zeros_like(lam_eff) + n / self.max_electrons,
+            jnp.zeros_like(lam_eff) + (n_up - n_down) / max(n, 1),
+        ])
+
+    def length_scale(self, values: ContextValues) -> Array:
+        """Oscillator length ``1/√ω``."""
+        return 1.0 / jnp.sqrt(values['omega'])
+
+    def init_walkers(self, rng_key: PRNGKey, ctx: Context, num_walkers: int) -> Array:
+        """Initial walkers ``[W, N, 2]``: Gaussian around the trap centre with a width
+        set by the oscillator length and, for strong λ, the classical Wigner-molecule size.
+        """
+        self.validate(ctx)
+        if num_walkers <= 0:
+            raise ValueError(f'num_walkers must be > 0, got {num_walkers}.')
+        width = 1.0 + 0.25 * np.sqrt(ctx['lam'] * max(ctx.n_electrons - 1, 0) / np.sqrt(ctx['omega']))
+        width /= np.sqrt(ctx['omega'])
+        return width * jax.random.normal(rng_key, (num_walkers, ctx.n_electrons, self.ndim))
+
+    def reference_noninteracting(self, ctx: Context) -> float:
+        """Exact energy at λ = 0 for this context's (n_up, n_down, ω)."""
+        return noninteracting_energy(ctx.n_up, ctx.n_down, ctx['omega'])
+
+
+def noninteracting_energy(n_up: int, n_down: int, omega: float = 1.0) -> float:
+    """Exact ground-state energy of non-interacting electrons in the trap ``½ ω² r²``.
+
+    Shell ``n`` holds ``n + 1`` orbitals per spin at energy ``(n + 1) ω``; any filling of
+    an open last shell has the same energy, so this is exact for open shells too.
+    """
+    energy = 0.0
+    for count in (n_up, n_down):
+        shell = 0
+        while count > 0:
+            filled = min(count, shell + 1)
+            energy += filled * (shell + 1)
+            count -= filled
+            shell += 1
+    return float(energy * omega)

@@ -1,0 +1,241 @@
+"""The VMC training step for a family of contexts: per-task jitted sampling and gradients,
+combined into one optax update."""
+
+import dataclasses
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hamiltonians.local_energy import KINETIC_METHODS, make_local_energy
+from qvmc.context import Context
+from qvmc.types import Array, ContextValues, Params, PRNGKey
+from samplers import metropolis
+
+
+@dataclasses.dataclass(frozen=True)
+class VMCConfig:
+    """Settings of the VMC step.
+
+    Attributes:
+      num_walkers: walkers per context.
+      mcmc_substeps: Metropolis sub-steps between parameter updates.
+      target_acceptance: step-size adaptation target.
+      clip_scale: local energies are clipped to ``median ± clip_scale · mean|E - median|``
+        in the gradient estimator only (energies reported are unclipped).
+      kinetic_method: ``'folx'`` or ``'hessian'``.
+      initial_step_size: proposal width in units of the system's length scale.
+    """
+    num_walkers: int = 256
+    mcmc_substeps: int = 10
+    target_acceptance: float = 0.5
+    clip_scale: float = 5.0
+    kinetic_method: str = 'folx'
+    initial_step_size: float = 0.5
+
+    def __post_init__(self):
+        if self.num_walkers <= 0 or self.mcmc_substeps <= 0:
+            raise ValueError('num_walkers and mcmc_substeps must be > 0.')
+        if not 0.0 < self.target_acceptance < 1.0:
+            raise ValueError(f'target_acceptance must be in (0, 1), got {self.target_acceptance}.')
+        if self.clip_scale <= 0 or self.initial_step_size <= 0:
+            raise ValueError('clip_scale and initial_step_size must be > 0.')
+        if self.kinetic_method not in KINETIC_METHODS:
+            raise ValueError(f'kinetic_method must be one of {KINETIC_METHODS}, got {self.kinetic_method!r}.')
+
+
+def make_log_psi(wavefunction, system, spins: Tuple[int, int]) -> Callable[[Params, Array, ContextValues], Array]:
+    """``log|ψ|(params, x, values)`` for one walker in physical units.
+
+    Divides positions by ``system.length_scale(values)``, builds the context features
+    the network sees, and passes the dimensionless coupling for the cusp.
+    """
+    def log_psi(params, x, values):
+        scale = system.length_scale(values)
+        cond = system.context_features(values, *spins)
+        coupling = values['lam'] * scale
+        return wavefunction.apply(params, x / scale, cond, spins, coupling)[1]
+    return log_psi
+
+
+class TaskState(NamedTuple):
+    """Sampler state of one context: walkers ``[W, N, D]`` and the proposal width ``[]``."""
+    walkers: Array
+    step_size: Array
+
+
+class TaskStats(NamedTuple):
+    """Per-step statistics of one context (walker averages of unclipped quantities)."""
+    energy: Array
+    variance: Array
+    acceptance: Array
+    components: Dict[str, Array]
+    num_nonfinite: Array
+
+
+def clipped_energies(e_loc: Array, clip_scale: float) -> Array:
+    """Clip outliers to ``median ± clip_scale · mean|E - median|`` (robust gradient only)."""
+    median = jnp.median(e_loc)
+    spread = jnp.mean(jnp.abs(e_loc - median))
+    return jnp.clip(e_loc, median - clip_scale * spread, median + clip_scale * spread)
+
+
+def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VMCConfig):
+    """Pure per-shape functions: ``sample``, ``energies`` and ``energy_and_grad``.
+
+    ``energy_and_grad(params, walkers, values)`` returns the unbiased energy gradient
+    ``2 E[(E_clip - Ē_clip) ∇θ log|ψ|]`` through a surrogate loss (no derivative flows
+    through the Laplacian), the unclipped local energies ``[W]`` and their components.
+    """
+    log_psi = make_log_psi(wavefunction, system, spins)
+    local_energy = make_local_energy(log_psi, system.potential_components, config.kinetic_method)
+    kernel = metropolis.build_kernel(config.mcmc_substeps)
+
+    def sample(rng_key, params, state: TaskState, values, adapt: bool = True):
+        scale = system.length_scale(values)
+        logdensity = lambda x: 2.0 * log_psi(params, x, values)
+        walker_state = metropolis.init(state.walkers, logdensity)  # fresh cache for these params
+        walker_state, info = kernel(rng_key, walker_state, logdensity, state.step_size * scale)
+        step = state.step_size
+        if adapt:
+            step = metropolis.adapt_step_size(step, info.acceptance, config.target_acceptance)
+        return TaskState(walker_state.position, step), info
+
+    def energies(params, walkers, values):
+        return jax.vmap(local_energy, in_axes=(None, 0, None))(params, walkers, values)
+
+    def energy_and_grad(params, walkers, values):
+        e_loc, components = energies(params, walkers, values)
+        e_clip = jax.lax.stop_gradient(clipped_energies(e_loc, config.clip_scale))
+        centred = e_clip - jnp.mean(e_clip)
+
+        def surrogate(p):
+            logs = jax.vmap(log_psi, in_axes=(None, 0, None))(p, walkers, values)
+            return 2.0 * jnp.mean(centred * logs)
+        grads = jax.grad(surrogate)(params)
+        return grads, e_loc, components
+
+    return sample, energies, energy_and_grad
+
+
+class TrainState(NamedTuple):
+    """Everything that evolves during training (checkpointed as a whole)."""
+    step: int
+    params: Params
+    opt_state: Any
+    tasks: Tuple[TaskState, ...]  # aligned with the trainer's context list
+    num_rejected: int  # updates rejected because they were not finite
+
+
+class StepInfo(NamedTuple):
+    """What one training step measured: per-context stats and the mean loss."""
+    loss: float
+    tasks: Tuple[TaskStats, ...]
+    accepted: bool
+
+
+class VMC:
+    """Conditional VMC over a list of contexts; a thin shell around pure jitted functions.
+
+    ``step(rng_key, state) -> (state, info)`` samples every context with its own walkers,
+    computes each context's energy gradient in a computation jitted once per particle
+    content ``(n_up, n_down)`` (contexts that differ only in λ, ω share it), averages the
+    gradients over contexts (loss = mean of per-context energies), and applies one optax
+    update. An update with non-finite gradients is rejected: parameters and optimizer
+    state stay unchanged and ``num_rejected`` counts it.
+
+    Args:
+      wavefunction: an ``ansatz.base.Wavefunction``.
+      system: a Hamiltonian family such as ``hamiltonians.QuantumDot``.
+      contexts: the training contexts.
+      optimizer: an ``optax.GradientTransformation``.
+      config: ``VMCConfig``.
+    """
+
+    def __init__(self, wavefunction, system, contexts: Sequence[Context],
+                 optimizer: optax.GradientTransformation, config: VMCConfig = VMCConfig()):
+        if not contexts:
+            raise ValueError('VMC needs at least one context to train on.')
+        for ctx in contexts:
+            system.validate(ctx)
+        self.wavefunction, self.system, self.config = wavefunction, system, config
+        self.contexts: List[Context] = list(contexts)
+        self.optimizer = optimizer
+        self.trace_counts: Dict[Tuple[int, int], int] = {}
+        self._task_step = {}
+        for spins in sorted({c.spins for c in self.contexts}):
+            self._task_step[spins] = jax.jit(self._make_task_step(spins))
+        self._apply_update = jax.jit(self._make_apply_update())
+
+    def _make_task_step(self, spins):
+        sample, _, energy_and_grad = make_task_functions(self.wavefunction, self.system, spins, self.config)
+
+        def task_step(rng_key, params, task: TaskState, values):
+            self.trace_counts[spins] = self.trace_counts.get(spins, 0) + 1  # runs at trace time only
+            task, info = sample(rng_key, params, task, values)
+            grads, e_loc, components = energy_and_grad(params, task.walkers, values)
+            stats = TaskStats(jnp.mean(e_loc), jnp.var(e_loc), info.acceptance,
+                              {k: jnp.mean(v) for k, v in components.items()}, info.num_nonfinite)
+            return task, grads, stats
+        return task_step
+
+    def _make_apply_update(self):
+        def apply_update(params, opt_state, grads_list, weights):
+            grads = jax.tree.map(lambda *g: sum(w * gi for w, gi in zip(weights, g)), *grads_list)
+            updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(new_params)]))
+            keep = lambda new, old: jnp.where(finite, new, old)
+            return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt_state, opt_state), finite
+        return apply_update
+
+    def init(self, rng_key: PRNGKey, params: Params = None) -> TrainState:
+        """Initial state: parameters (unless given), optimizer state, walkers per context."""
+        key_params, key_walkers = jax.random.split(rng_key)
+        if params is None:
+            ctx = self.contexts[0]
+            x0 = self.system.init_walkers(key_walkers, ctx, 1)[0]
+            cond = self.system.context_features(ctx.values, *ctx.spins)
+            params = self.wavefunction.init(key_params, x0, cond, ctx.spins, 0.0)
+        tasks = []
+        for i, ctx in enumerate(self.contexts):
+            walkers = self.system.init_walkers(jax.random.fold_in(key_walkers, i), ctx, self.config.num_walkers)
+            tasks.append(TaskState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype)))
+        return TrainState(0, params, self.optimizer.init(params), tuple(tasks), 0)
+
+    def burn_in(self, rng_key: PRNGKey, state: TrainState, num_steps: int) -> TrainState:
+        """Moves walkers (with step-size adaptation) without touching parameters."""
+        tasks = list(state.tasks)
+        for i, ctx in enumerate(self.contexts):
+            fn = self._sampler(ctx.spins)
+            for t in range(num_steps):
+                tasks[i], _ = fn(jax.random.fold_in(jax.random.fold_in(rng_key, i), t),
+                                 state.params, tasks[i], ctx.values)
+        return state._replace(tasks=tuple(tasks))
+
+    def _sampler(self, spins):
+        if not hasattr(self, '_samplers'):
+            self._samplers = {}
+        if spins not in self._samplers:
+            sample, _, _ = make_task_functions(self.wavefunction, self.system, spins, self.config)
+            self._samplers[spins] = jax.jit(sample, static_argnames='adapt')
+        return self._samplers[spins]
+
+    def step(self, rng_key: PRNGKey, state: TrainState) -> Tuple[TrainState, StepInfo]:
+        """One optimization step over all contexts (see the class docstring)."""
+        tasks, grads_list, stats = [], [], []
+        for i, ctx in enumerate(self.contexts):
+            task, grads, st = self._task_step[ctx.spins](
+                jax.random.fold_in(rng_key, i), state.params, state.tasks[i], ctx.values)
+            tasks.append(task)
+            grads_list.append(grads)
+            stats.append(st)
+        weights = tuple(np.full(len(self.contexts), 1.0 / len(self.contexts)))
+        params, opt_state, finite = self._apply_update(state.params, state.opt_state, grads_list, weights)
+        finite = bool(finite)
+        loss = float(np.mean([float(s.energy) for s in stats]))
+        new_state = TrainState(state.step + 1, params, opt_state, tuple(tasks),
+                               state.num_rejected + (0 if finite else 1))
+        return new_state, StepInfo(loss, tuple(stats), finite)

@@ -1,0 +1,5 @@
+"""Installs qvmc; the metadata lives in setup.cfg."""
+
+from setuptools import setup
+
+setup()
