@@ -1,0 +1,203 @@
+"""Inference without training: equilibrate fresh walkers for any context and estimate
+energies, components and the one-body density with autocorrelation-aware error bars."""
+
+import dataclasses
+import time
+from typing import Dict, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from qvmc import stats as qstats
+from qvmc.context import Context
+from qvmc.types import Array, Params, PRNGKey
+from qvmc.vmc import TaskState, VMCConfig, make_task_functions
+
+
+class Density(NamedTuple):
+    """One-body density on a square grid (``values`` integrates to the number of electrons
+    that fell inside the grid; ``outside`` is the fraction of electron samples beyond it).
+
+    Attributes:
+      values: ``[B, B]`` density (electrons per unit area), axis 0 = x, axis 1 = y.
+      edges: ``[B + 1]`` bin edges shared by x and y.
+      outside: fraction of samples outside the grid.
+    """
+    values: np.ndarray
+    edges: np.ndarray
+    outside: float
+
+    def radial_profile(self, num_bins: int = 40):
+        """Azimuthal average: ``(r [num_bins], ρ(r) [num_bins])``."""
+        centres = 0.5 * (self.edges[1:] + self.edges[:-1])
+        xx, yy = np.meshgrid(centres, centres, indexing='ij')
+        r = np.hypot(xx, yy).ravel()
+        r_edges = np.linspace(0.0, self.edges[-1], num_bins + 1)
+        which = np.digitize(r, r_edges) - 1
+        prof = np.array([self.values.ravel()[which == b].mean() if np.any(which == b) else np.nan
+                         for b in range(num_bins)])
+        return 0.5 * (r_edges[1:] + r_edges[:-1]), prof
+
+
+class EnergyEstimate(NamedTuple):
+    """Result of ``Predictor.estimate`` for one context.
+
+    Attributes:
+      context: the context estimated.
+      energy: ``qvmc.stats.Stats`` of the local energy.
+      components: ``{name: Stats}`` for kinetic, trap, interaction, ...
+      burn_in_steps: MCMC calls spent equilibrating (decided by the drift check).
+      equilibrated: whether the drift check passed before ``max_burn_in``.
+      acceptance: mean acceptance during measurement.
+      density: one-body ``Density`` or None.
+      trace: local energies ``[W, T]`` (chain = walker, draw = step).
+      seconds: wall time.
+    """
+    context: Context
+    energy: qstats.Stats
+    components: Dict[str, qstats.Stats]
+    burn_in_steps: int
+    equilibrated: bool
+    acceptance: float
+    density: Optional[Density]
+    trace: np.ndarray
+    seconds: float
+
+    def to_row(self) -> Dict[str, float]:
+        """A flat dict for a pandas row: context, energy stats and component means."""
+        row = dict(self.context.as_dict())
+        row.update(self.energy.to_row('energy'))
+        for name, s in self.components.items():
+            row[name] = s.mean
+            row[f'{name}_err'] = s.error
+        row.update(burn_in_steps=self.burn_in_steps, equilibrated=self.equilibrated,
+                   acceptance=self.acceptance, seconds=self.seconds)
+        return row
+
+
+def drift_is_insignificant(early: np.ndarray, late: np.ndarray, threshold: float = 3.0) -> bool:
+    """True if two windows of local energies ``[W, T]`` have means that agree within
+    ``threshold`` combined (autocorrelation-aware) standard errors."""
+    a, b = qstats.compute_stats(early), qstats.compute_stats(late)
+    return abs(a.mean - b.mean) <= threshold * np.hypot(a.error, b.error)
+
+
+class Predictor:
+    """Energy and density estimates at any context from trained parameters.
+
+    The sampling and measurement loops are ``lax.scan``s jitted once per particle
+    content ``(n_up, n_down)``; changing λ or ω never recompiles.
+
+    Args:
+      wavefunction: an ``ansatz.base.Wavefunction``.
+      system: the Hamiltonian family (e.g. ``QuantumDot``).
+      config: ``VMCConfig`` (walker moves, kinetic method).
+      density_bins: grid size ``B`` of the one-body density (0 disables it).
+    """
+
+    def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), density_bins: int = 64):
+        self.wavefunction, self.system, self.config = wavefunction, system, config
+        self.density_bins = density_bins
+        self._compiled = {}
+
+    def _functions(self, spins):
+        if spins in self._compiled:
+            return self._compiled[spins]
+        sample, energies, _ = make_task_functions(self.wavefunction, self.system, spins, self.config)
+        bins = self.density_bins
+
+        def run(rng_key, params, task: TaskState, values, extent, num_steps: int, adapt: bool):
+            def body(carry, key):
+                task, counts = carry
+                task, info = sample(key, params, task, values, adapt=adapt)
+                e_loc, comps = energies(params, task.walkers, values)
+                if bins:
+                    pos = task.walkers.reshape(-1, task.walkers.shape[-1])[:, :2]  # [W*N, 2]
+                    idx = jnp.floor((pos + extent) / (2 * extent) * bins).astype(jnp.int32)
+                    inside = jnp.all((idx >= 0) & (idx < bins), axis=-1)
+                    flat = jnp.where(inside, idx[:, 0] * bins + idx[:, 1], bins * bins)
+                    counts = counts + jnp.bincount(flat, length=bins * bins + 1)
+                return (task, counts), (e_loc, comps, info.acceptance)
+            keys = jax.random.split(rng_key, num_steps)
+            counts0 = jnp.zeros(bins * bins + 1, jnp.int32)
+            (task, counts), (e_loc, comps, acc) = jax.lax.scan(body, (task, counts0), keys)
+            return task, counts, e_loc, comps, acc
+
+        self._compiled[spins] = jax.jit(run, static_argnames=('num_steps', 'adapt'))
+        return self._compiled[spins]
+
+    def estimate(self, params: Params, ctx: Context, rng_key: PRNGKey, *, num_walkers: int = 512,
+                 num_steps: int = 200, burn_in_chunk: int = 25, min_burn_in: int = 50,
+                 max_burn_in: int = 500, density_extent: Optional[float] = None) -> EnergyEstimate:
+        """Equilibrates fresh walkers at ``ctx`` and measures with a frozen step size.
+
+        Burn-in runs in chunks of ``burn_in_chunk`` MCMC calls (each of
+        ``config.mcmc_substeps`` Metropolis sub-steps) with step-size adaptation, and
+        stops once at least ``min_burn_in`` calls are done and the mean local energy of
+        the last chunk agrees with that of the chunk before it within three standard
+        errors; ``max_burn_in`` caps it (``equilibrated`` is then False).
+
+        Args:
+          params: trained parameters.
+          ctx: any valid context of the family (need not be a training context).
+          rng_key: JAX PRNG key.
+          num_walkers: independent walkers (chains).
+          num_steps: measurement MCMC calls (draws per chain).
+          density_extent: half-width of the density grid; default from the walkers.
+        """
+        self.system.validate(ctx)
+        for name, v in (('num_walkers', num_walkers), ('num_steps', num_steps), ('burn_in_chunk', burn_in_chunk)):
+            if v <= 0:
+                raise ValueError(f'{name} must be > 0, got {v}.')
+        if max_burn_in < min_burn_in:
+            raise ValueError(f'max_burn_in ({max_burn_in}) must be >= min_burn_in ({min_burn_in}).')
+        start = time.time()
+        run = self._functions(ctx.spins)
+        key_init, key_burn, key_measure = jax.random.split(rng_key, 3)
+        walkers = self.system.init_walkers(key_init, ctx, num_walkers)
+        task = TaskState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype))
+        values = ctx.values
+        zero_extent = jnp.asarray(1.0, walkers.dtype)
+
+        previous, burned, equilibrated = None, 0, False
+        while burned < max_burn_in:
+            chunk = min(burn_in_chunk, max_burn_in - burned)
+            task, _, e_loc, _, _ = run(jax.random.fold_in(key_burn, burned), params, task, values,
+                                       zero_extent, num_steps=chunk, adapt=True)
+            burned += chunk
+            current = np.asarray(e_loc, np.float64).T  # [W, chunk]
+            if (previous is not None and burned >= min_burn_in and np.all(np.isfinite(current))
+                    and drift_is_insignificant(previous, current)):
+                equilibrated = True
+                break
+            previous = current
+
+        if density_extent is None:
+            radii = np.linalg.norm(np.asarray(task.walkers), axis=-1)
+            density_extent = float(1.15 * np.quantile(radii, 0.999))
+        extent = jnp.asarray(density_extent, walkers.dtype)
+        task, counts, e_loc, comps, acc = run(key_measure, params, task, values, extent,
+                                              num_steps=num_steps, adapt=False)
+        trace = np.asarray(e_loc, np.float64).T  # [W, T]
+        if not np.all(np.isfinite(trace)):
+            raise FloatingPointError(f'Non-finite local energies while measuring {ctx.label()}: the '
+                                     'wavefunction or the sampler diverged (check the parameters).')
+        components = {k: qstats.compute_stats(np.asarray(v, np.float64).T) for k, v in comps.items()}
+        density = None
+        if self.density_bins:
+            counts = np.asarray(counts, np.float64)
+            edges = np.linspace(-density_extent, density_extent, self.density_bins + 1)
+            area = (edges[1] - edges[0])**2
+            total = num_walkers * num_steps  # walker samples; each carries N electrons
+            density = Density(counts[:-1].reshape(self.density_bins, self.density_bins) / (total * area),
+                              edges, float(counts[-1] / (total * ctx.n_electrons)))
+        return EnergyEstimate(ctx, qstats.compute_stats(trace), components, burned, equilibrated,
+                              float(np.mean(acc)), density, trace, time.time() - start)
+
+    def sweep(self, params: Params, contexts: Sequence[Context], rng_key: PRNGKey, **kwargs) -> pd.DataFrame:
+        """``estimate`` at every context; one DataFrame row each (see ``EnergyEstimate.to_row``)."""
+        rows = [self.estimate(params, ctx, jax.random.fold_in(rng_key, i), **kwargs).to_row()
+                for i, ctx in enumerate(contexts)]
+        return pd.DataFrame(rows)
