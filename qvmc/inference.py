@@ -118,7 +118,7 @@ class Predictor:
                     idx = jnp.floor((pos + extent) / (2 * extent) * bins).astype(jnp.int32)
                     inside = jnp.all((idx >= 0) & (idx < bins), axis=-1)
                     flat = jnp.where(inside, idx[:, 0] * bins + idx[:, 1], bins * bins)
-                    counts = counts + jnp.bincount(flat, length=bins * bins + 1)
+                    counts = counts + jnp.bincount(flat, length=bins * bins + 1).astype(counts.dtype)
                 return (task, counts), (e_loc, comps, info.acceptance)
             keys = jax.random.split(rng_key, num_steps)
             counts0 = jnp.zeros(bins * bins + 1, jnp.int32)

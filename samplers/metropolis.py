@@ -63,7 +63,7 @@ def build_kernel(num_substeps: int = 10):
             position, logdensity, accepted, bad = carry
             keys = jax.random.split(jax.random.fold_in(rng_key, i), position.shape[0])
             position, logdensity, acc, nonfinite = jax.vmap(one_walker)(keys, position, logdensity)
-            return position, logdensity, accepted + jnp.mean(acc), bad + jnp.sum(nonfinite)
+            return position, logdensity, accepted + jnp.mean(acc), bad + jnp.sum(nonfinite, dtype=jnp.int32)
 
         zero = jnp.zeros((), state.logdensity.dtype)
         position, logdensity, accepted, bad = jax.lax.fori_loop(

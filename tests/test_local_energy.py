@@ -1,0 +1,76 @@
+"""Kinetic and local energy: forward Laplacian vs Hessian, and closed-form cases."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ansatz
+from hamiltonians import KINETIC_METHODS, QuantumDot, make_kinetic_energy, make_local_energy
+from qvmc.vmc import make_log_psi
+
+SMALL_CONFIG = ansatz.FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=2, hidden=8)
+
+
+@pytest.fixture(scope='module')
+def fermi_sets():
+    """A small randomly initialized Fermi Sets wavefunction (one parameter set for all N)."""
+    wf = ansatz.make_fermi_sets(SMALL_CONFIG)
+    dot = QuantumDot()
+    ctx = dot.context(2, 1, lam=2.0)
+    cond = dot.context_features(ctx.values, 2, 1)
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 2))
+    params = jax.jit(wf.init, static_argnums=(3,))(jax.random.PRNGKey(1), x, cond, (2, 1), 2.0)
+    return wf, params
+
+
+@pytest.mark.parametrize('spins', [(2, 1), (3, 3), (4, 0)])
+def test_folx_matches_hessian_on_fermi_sets(fermi_sets, spins):
+    """The forward-Laplacian kinetic energy equals the Hessian-diagonal one (same ∇²logψ + |∇logψ|²)."""
+    wf, params = fermi_sets
+    dot = QuantumDot()
+    ctx = dot.context(*spins, lam=2.0, omega=1.0)
+    log_psi = make_log_psi(wf, dot, spins)
+    walkers = dot.init_walkers(jax.random.PRNGKey(sum(spins)), ctx, 4)
+
+    def both(p, x, values):
+        kinetic = {}
+        for method in KINETIC_METHODS:
+            local_energy = make_local_energy(log_psi, dot.potential_components, method)
+            kinetic[method] = local_energy(p, x, values)[1]['kinetic']
+        return kinetic
+
+    kinetic = jax.jit(jax.vmap(both, in_axes=(None, 0, None)))(params, walkers, ctx.values)
+    folx_ke, hessian_ke = np.asarray(kinetic['folx']), np.asarray(kinetic['hessian'])
+    assert np.all(np.isfinite(folx_ke))
+    np.testing.assert_allclose(folx_ke, hessian_ke, rtol=1e-8, atol=1e-10)
+
+
+def test_unknown_kinetic_method_rejected():
+    """An unknown kinetic method raises ValueError naming it, in both factories."""
+    with pytest.raises(ValueError, match='kinetic method'):
+        make_kinetic_energy(lambda x: jnp.sum(x), 'finite_differences')
+    with pytest.raises(ValueError, match='kinetic method'):
+        make_local_energy(lambda p, x, v: jnp.sum(x), QuantumDot().potential_components, 'laplace')
+
+
+@pytest.mark.parametrize('method', ['folx', 'hessian'])
+def test_gaussian_kinetic_energy_closed_form(method):
+    """For log ψ = -|x|²/2 of one 2D particle: -½(∇²logψ + |∇logψ|²) = -½(-2 + r²) = 1 - r²/2."""
+    kinetic = jax.jit(jax.vmap(make_kinetic_energy(lambda x: -0.5 * jnp.sum(x**2), method)))
+    walkers = jax.random.normal(jax.random.PRNGKey(0), (16, 1, 2)) * 2.0
+    r2 = np.sum(np.asarray(walkers)**2, axis=(1, 2))
+    np.testing.assert_allclose(kinetic(walkers), 1.0 - 0.5 * r2, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('method', ['folx', 'hessian'])
+def test_local_energy_components_sum_to_total(method):
+    """E_L equals kinetic + trap + interaction; a Gaussian at ω=1, λ=0 gives E_L = 1 per particle in 2D."""
+    dot = QuantumDot()
+    ctx = dot.context(2, 0, lam=0.0)
+    local_energy = make_local_energy(lambda p, x, v: -0.5 * jnp.sum(x**2), dot.potential_components, method)
+    walkers = jax.random.normal(jax.random.PRNGKey(1), (8, 2, 2))
+    total, comps = jax.jit(jax.vmap(local_energy, in_axes=(None, 0, None)))(None, walkers, ctx.values)
+    assert set(comps) == {'kinetic', 'trap', 'interaction'}
+    np.testing.assert_allclose(total, comps['kinetic'] + comps['trap'] + comps['interaction'], rtol=1e-14)
+    np.testing.assert_allclose(total, 2.0, rtol=1e-12)
