@@ -37,7 +37,7 @@ def parse_args():
     p.add_argument('--width', type=int, default=32)
     p.add_argument('--layers', type=int, default=2)
     p.add_argument('--determinants', type=int, default=4)
-    p.add_argument('--eval-walkers', type=int, default=512)
+    p.add_argument('--eval-walkers', type=int, default=256)
     p.add_argument('--eval-steps', type=int, default=150, help='measurement MCMC calls per prediction')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--x64', action='store_true', help='train in float64 (slower, more precise)')

@@ -1,0 +1,55 @@
+"""Local-energy throughput (walkers/s): folx forward Laplacian vs the Hessian (JVP-of-gradient) path."""
+
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ansatz import FermiSetsConfig, make_fermi_sets
+from hamiltonians import QuantumDot, make_local_energy
+from qvmc.vmc import make_log_psi
+
+SIZES = [(3, 3), (6, 6), (10, 10)]  # N = 6, 12, 20 (closed shells)
+NUM_WALKERS = 64
+
+
+def _setup(spins, method):
+    dot = QuantumDot()
+    ctx = dot.context(*spins, lam=2.0)
+    wf = make_fermi_sets(FermiSetsConfig())
+    walkers = dot.init_walkers(jax.random.PRNGKey(0), ctx, NUM_WALKERS)
+    cond = dot.context_features(ctx.values, *spins)
+    params = wf.init(jax.random.PRNGKey(1), walkers[0], cond, spins, 0.0)
+    e_loc = make_local_energy(make_log_psi(wf, dot, spins), dot.potential_components, method)
+    fn = jax.jit(jax.vmap(lambda x: e_loc(params, x, ctx.values)[0]))
+    fn(walkers).block_until_ready()  # compile outside the timing
+    return fn, walkers
+
+
+def _time(fn, walkers, repeats=5):
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(walkers).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize('spins', SIZES, ids=lambda s: f'N{sum(s)}')
+@pytest.mark.parametrize('method', ['folx', 'hessian'])
+def test_local_energy_throughput(benchmark, spins, method):
+    fn, walkers = _setup(spins, method)
+    benchmark(lambda: fn(walkers).block_until_ready())
+
+
+@pytest.mark.parametrize('spins', SIZES, ids=lambda s: f'N{sum(s)}')
+def test_folx_vs_hessian_ratio(spins, report):
+    """Both paths timed in one run on the same walkers; the ratio is what to compare across machines."""
+    f_folx, walkers = _setup(spins, 'folx')
+    f_hess, _ = _setup(spins, 'hessian')
+    np.testing.assert_allclose(f_folx(walkers), f_hess(walkers), rtol=1e-3)
+    t_folx, t_hess = _time(f_folx, walkers), _time(f_hess, walkers)
+    report({'benchmark': 'local energy', 'N': sum(spins), 'walkers': NUM_WALKERS,
+            'folx walkers/s': NUM_WALKERS / t_folx, 'hessian walkers/s': NUM_WALKERS / t_hess,
+            'speed-up (hessian/folx time)': t_hess / t_folx, 'backend': jax.default_backend()})
