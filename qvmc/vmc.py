@@ -12,7 +12,7 @@ import optax
 from hamiltonians.local_energy import KINETIC_METHODS, make_local_energy
 from qvmc.context import Context
 from qvmc.types import Array, ContextValues, Params, PRNGKey
-from samplers import metropolis
+import samplers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,16 +21,20 @@ class VMCConfig:
 
     Attributes:
       num_walkers: walkers per context.
-      mcmc_substeps: Metropolis sub-steps between parameter updates.
-      target_acceptance: step-size adaptation target.
+      sampler: ``'rwm'`` or ``'mala'`` (see ``samplers.make_kernel``).
+      mcmc_substeps: MCMC transitions per walker between parameter updates.
+      target_acceptance: step-size adaptation target (None: the sampler's default,
+        0.5 for RWM, 0.57 for MALA).
       clip_scale: local energies are clipped to ``median ± clip_scale · mean|E - median|``
         in the gradient estimator only (energies reported are unclipped).
       kinetic_method: ``'folx'`` or ``'hessian'``.
-      initial_step_size: proposal width in units of the system's length scale.
+      initial_step_size: proposal step in units of the system's length scale (raised to the
+        sampler's ``step_size_power``: MALA's step is a diffusion time, length²).
     """
     num_walkers: int = 256
+    sampler: str = 'rwm'
     mcmc_substeps: int = 10
-    target_acceptance: float = 0.5
+    target_acceptance: float = None
     clip_scale: float = 5.0
     kinetic_method: str = 'folx'
     initial_step_size: float = 0.5
@@ -38,7 +42,9 @@ class VMCConfig:
     def __post_init__(self):
         if self.num_walkers <= 0 or self.mcmc_substeps <= 0:
             raise ValueError('num_walkers and mcmc_substeps must be > 0.')
-        if not 0.0 < self.target_acceptance < 1.0:
+        if self.sampler not in samplers.SAMPLERS:
+            raise ValueError(f'sampler must be one of {samplers.SAMPLERS}, got {self.sampler!r}.')
+        if self.target_acceptance is not None and not 0.0 < self.target_acceptance < 1.0:
             raise ValueError(f'target_acceptance must be in (0, 1), got {self.target_acceptance}.')
         if self.clip_scale <= 0 or self.initial_step_size <= 0:
             raise ValueError('clip_scale and initial_step_size must be > 0.')
@@ -91,16 +97,18 @@ def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VM
     """
     log_psi = make_log_psi(wavefunction, system, spins)
     local_energy = make_local_energy(log_psi, system.potential_components, config.kinetic_method)
-    kernel = metropolis.build_kernel(config.mcmc_substeps)
+    kernel = samplers.make_kernel(config.sampler, config.mcmc_substeps)
+    spec = samplers.kernel_spec(config.sampler)
+    target = spec.target_acceptance if config.target_acceptance is None else config.target_acceptance
 
     def sample(rng_key, params, state: TaskState, values, adapt: bool = True):
-        scale = system.length_scale(values)
+        scale = system.length_scale(values) ** spec.step_size_power
         logdensity = lambda x: 2.0 * log_psi(params, x, values)
-        walker_state = metropolis.init(state.walkers, logdensity)  # fresh cache for these params
+        walker_state = samplers.init(state.walkers, logdensity)  # fresh cache for these params
         walker_state, info = kernel(rng_key, walker_state, logdensity, state.step_size * scale)
         step = state.step_size
         if adapt:
-            step = metropolis.adapt_step_size(step, info.acceptance, config.target_acceptance)
+            step = samplers.adapt_step_size(step, info.acceptance, target)
         return TaskState(walker_state.position, step), info
 
     def energies(params, walkers, values):

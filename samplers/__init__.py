@@ -1,6 +1,7 @@
-"""MCMC over walker ensembles (BlackJAX kernels) and chain statistics."""
+"""MCMC over walker ensembles: random-walk Metropolis (BlackJAX) and drift-limited MALA."""
 
-from samplers import metropolis
-from samplers.metropolis import WalkerInfo, WalkerState, adapt_step_size
+from samplers.kernels import (SAMPLERS, KernelSpec, WalkerInfo, WalkerState, adapt_step_size, init,
+                              kernel_spec, make_kernel)
 
-__all__ = ['metropolis', 'WalkerInfo', 'WalkerState', 'adapt_step_size']
+__all__ = ['SAMPLERS', 'KernelSpec', 'WalkerInfo', 'WalkerState', 'adapt_step_size', 'init', 'kernel_spec',
+           'make_kernel']
