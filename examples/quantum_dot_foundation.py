@@ -71,7 +71,7 @@ def main():
     predictor = Predictor(wavefunction, dot, config)
     rows, densities, labels = [], [], []
     for split, points in (('train', TRAIN), ('held-out', PREDICT)):
-        for i, (u, d, lam) in enumerate(points):
+        for u, d, lam in points:
             ctx = dot.context(u, d, lam=lam)
             est = predictor.estimate(state.params, ctx, jax.random.fold_in(key_predict, len(rows)),
                                      num_walkers=args.eval_walkers, num_steps=args.eval_steps)

@@ -172,7 +172,7 @@ class VMC:
         self.contexts: List[Context] = list(contexts)
         self.optimizer = optimizer
         self.trace_counts: Dict[Tuple[int, int], int] = {}
-        self._task_step = {}
+        self._task_step, self._samplers = {}, {}
         for spins in sorted({c.spins for c in self.contexts}):
             self._task_step[spins] = jax.jit(self._make_task_step(spins))
         self._apply_update = jax.jit(self._make_apply_update())
@@ -224,8 +224,6 @@ class VMC:
         return state._replace(tasks=tuple(tasks))
 
     def _sampler(self, spins):
-        if not hasattr(self, '_samplers'):
-            self._samplers = {}
         if spins not in self._samplers:
             sample, _, _ = make_task_functions(self.wavefunction, self.system, spins, self.config)
             self._samplers[spins] = jax.jit(sample, static_argnames='adapt')
