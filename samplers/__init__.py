@@ -2,6 +2,7 @@
 
 from samplers.kernels import (SAMPLERS, KernelSpec, WalkerInfo, WalkerState, adapt_step_size, init,
                               kernel_spec, make_kernel)
+from samplers.mcmc import MCMC
 
-__all__ = ['SAMPLERS', 'KernelSpec', 'WalkerInfo', 'WalkerState', 'adapt_step_size', 'init', 'kernel_spec',
+__all__ = ['MCMC', 'SAMPLERS', 'KernelSpec', 'WalkerInfo', 'WalkerState', 'adapt_step_size', 'init', 'kernel_spec',
            'make_kernel']
