@@ -14,6 +14,7 @@ from qvmc import stats as qstats
 from qvmc.context import Context
 from qvmc.types import Array, Params, PRNGKey
 from qvmc.vmc import TaskState, VMCConfig, make_task_functions
+from samplers.equilibration import check_equilibrium
 
 
 class Density(NamedTuple):
@@ -77,13 +78,6 @@ class EnergyEstimate(NamedTuple):
         return row
 
 
-def drift_is_insignificant(early: np.ndarray, late: np.ndarray, threshold: float = 3.0) -> bool:
-    """True if two windows of local energies ``[W, T]`` have means that agree within
-    ``threshold`` combined (autocorrelation-aware) standard errors."""
-    a, b = qstats.compute_stats(early), qstats.compute_stats(late)
-    return abs(a.mean - b.mean) <= threshold * np.hypot(a.error, b.error)
-
-
 class Predictor:
     """Energy and density estimates at any context from trained parameters.
 
@@ -135,9 +129,10 @@ class Predictor:
 
         Burn-in runs in chunks of ``burn_in_chunk`` MCMC calls (each of
         ``config.mcmc_substeps`` Metropolis sub-steps) with step-size adaptation, and
-        stops once at least ``min_burn_in`` calls are done and the mean local energy of
-        the last chunk agrees with that of the chunk before it within three standard
-        errors; ``max_burn_in`` caps it (``equilibrated`` is then False).
+        stops once at least ``min_burn_in`` calls are done and
+        ``samplers.equilibration.check_equilibrium`` passes on the local energies of the last
+        two chunks (no drift beyond three standard errors, split-R̂ below 1.2);
+        ``max_burn_in`` caps it (``equilibrated`` is then False).
 
         Args:
           params: trained parameters.
@@ -168,10 +163,11 @@ class Predictor:
                                        zero_extent, num_steps=chunk, adapt=True)
             burned += chunk
             current = np.asarray(e_loc, np.float64).T  # [W, chunk]
-            if (previous is not None and burned >= min_burn_in and np.all(np.isfinite(current))
-                    and drift_is_insignificant(previous, current)):
-                equilibrated = True
-                break
+            if previous is not None and burned >= min_burn_in:
+                check = check_equilibrium(np.concatenate([previous, current], axis=1))
+                if check.equilibrated:
+                    equilibrated = True
+                    break
             previous = current
 
         if density_extent is None:
