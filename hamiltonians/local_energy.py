@@ -56,6 +56,7 @@ def make_local_energy(
     log_psi_fn: Callable[[Params, Array, ContextValues], Array],
     potential_fn: Callable[[Array, ContextValues], Dict[str, Array]],
     kinetic_method: str = 'folx',
+    kinetic_scale: float = 1.0,
 ) -> Callable[[Params, Array, ContextValues], Tuple[Array, Dict[str, Array]]]:
     """Builds ``local_energy(params, x, values) -> (E_L [], components)`` for one walker.
 
@@ -64,6 +65,9 @@ def make_local_energy(
       potential_fn: ``(x [N, D], values) -> {name: energy []}``, e.g.
         ``QuantumDot.potential_components``.
       kinetic_method: see ``make_kinetic_energy``.
+      kinetic_scale: the kinetic operator is ``kinetic_scale · (-½∇²)``: 1 in Hartree
+        atomic units, ``ħ²/m*`` for a system in other units (e.g. meV·nm² for the moiré
+        system, where ``-ħ²/2m* ∇² = (ħ²/m*)(-½∇²)``).
 
     Returns:
       A pure function for one walker; ``components`` holds ``'kinetic'`` plus every
@@ -71,10 +75,12 @@ def make_local_energy(
     """
     if kinetic_method not in KINETIC_METHODS:
         raise ValueError(f'Unknown kinetic method {kinetic_method!r}; choose one of {KINETIC_METHODS}.')
+    if not kinetic_scale > 0:
+        raise ValueError(f'kinetic_scale must be > 0, got {kinetic_scale}.')
 
     def local_energy(params: Params, x: Array, values: ContextValues):
         kinetic_fn = make_kinetic_energy(lambda y: log_psi_fn(params, y, values), kinetic_method)
-        components = {'kinetic': kinetic_fn(x)}
+        components = {'kinetic': kinetic_scale * kinetic_fn(x)}
         components.update(potential_fn(x, values))
         total = sum(components.values())
         return total, components

@@ -107,6 +107,10 @@ class QuantumDot:
         """Oscillator length ``1/√ω``."""
         return 1.0 / jnp.sqrt(values['omega'])
 
+    def coupling(self, values: ContextValues) -> Array:
+        """Strength of ``1/r`` in the network's length unit (``λ/√ω``); fixes the exact cusp."""
+        return values['lam'] * self.length_scale(values)
+
     def init_walkers(self, rng_key: PRNGKey, ctx: Context, num_walkers: int) -> Array:
         """Initial walkers ``[W, N, 2]``: Gaussian around the trap centre with a width
         set by the oscillator length and, for strong λ, the classical Wigner-molecule size.

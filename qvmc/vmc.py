@@ -56,12 +56,13 @@ def make_log_psi(wavefunction, system, spins: Tuple[int, int]) -> Callable[[Para
     """``log|ψ|(params, x, values)`` for one walker in physical units.
 
     Divides positions by ``system.length_scale(values)``, builds the context features
-    the network sees, and passes the dimensionless coupling for the cusp.
+    the network sees, and passes ``system.coupling(values)`` (the ``1/r`` strength in
+    those length units) for the cusp.
     """
     def log_psi(params, x, values):
         scale = system.length_scale(values)
         cond = system.context_features(values, *spins)
-        coupling = values['lam'] * scale
+        coupling = system.coupling(values)
         return wavefunction.apply(params, x / scale, cond, spins, coupling)[1]
     return log_psi
 
@@ -96,7 +97,8 @@ def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VM
     through the Laplacian), the unclipped local energies ``[W]`` and their components.
     """
     log_psi = make_log_psi(wavefunction, system, spins)
-    local_energy = make_local_energy(log_psi, system.potential_components, config.kinetic_method)
+    local_energy = make_local_energy(log_psi, system.potential_components, config.kinetic_method,
+                                     getattr(system, 'kinetic_scale', 1.0))
     kernel = samplers.make_kernel(config.sampler, config.mcmc_substeps)
     spec = samplers.kernel_spec(config.sampler)
     target = spec.target_acceptance if config.target_acceptance is None else config.target_acceptance
