@@ -1,0 +1,317 @@
+"""Natural-gradient optimizers for VMC (SR, minSR, SPRING) behind one optax-like interface.
+
+How a training loop calls it
+----------------------------
+Every optimizer here is a ``NaturalGradient(init, update)``; plain optax optimizers are
+wrapped by ``as_natural_gradient(tx)`` so the loop has a single call site::
+
+    tx = natgrad.spring(learning_rate=schedule, diag_shift=1e-3, momentum=0.9, max_norm=1e-3)
+    # or: tx = natgrad.as_natural_gradient(optax.adam(1e-3))
+    opt_state = tx.init(params)
+    ...  # each step, for every context c = 0..C-1 (walkers may have different N):
+    O_c = score_fn(params, walkers_c, values_c)       # [n_c, P]  (scores.make_score_fn)
+    E_c = clipped local energies of context c          # [n_c]     (the ones in the gradient)
+    scores, energies, ids = natgrad.stack_contexts([O_0, ...], [E_0, ...])
+    updates, new_opt_state = tx.update(grads, opt_state, params, scores=scores,
+                                       local_energies=energies, context_ids=ids,
+                                       num_contexts=C, context_weights=w)   # w: [C] or None
+    params, opt_state, accepted = natgrad.apply_if_finite(params, opt_state, updates,
+                                                          new_opt_state)
+
+``grads`` is ignored by SR/minSR/SPRING (they form g from O and E); for a wrapped optax
+optimizer pass the per-context weighted gradient, or ``None`` to have it formed from O and
+E. ``num_contexts`` must be a Python int (close over it or mark it static under ``jit``).
+The loop jits its own step; nothing here is jitted. The Adam path can avoid storing O
+altogether with ``scores.make_gradient_sums_fn`` and ``scores.gradient_from_sums``.
+
+Conventions
+-----------
+Rows s of context c (``n_c`` rows, weight ``w_c``; default ``w_c = 1/C``) are centred per
+context and scaled::
+
+    Ō_s = (O_s - mean_c O) · sqrt(w_c / n_c),     ē_s = (E_s - mean_c E) · sqrt(w_c / n_c)
+
+(with ``normalize_energy_scale=True``, ē of context c is further divided by ``std_c(E)``).
+Then the gradient of the loss ``L = Σ_c w_c ⟨E⟩_c`` is ``g = 2 Ōᵀē = Σ_c w_c · 2 cov_c(O, E)``
+and the metric is ``S = ŌᵀŌ = Σ_c w_c cov_c(O, O)``. A step applies ``θ ← θ - lr · s · δ``
+with the direction δ below and the norm-constraint factor ``s ≤ 1``:
+
+* ``sr``:     ``(S + εI) δ = g`` in parameter space (dense Cholesky or CG).
+* ``minsr``:  ``δ = Ōᵀ (ŌŌᵀ + εI)⁻¹ 2ē`` in sample space; identical to SR by the
+  push-through identity ``(ŌᵀŌ + εI)⁻¹ Ōᵀ = Ōᵀ (ŌŌᵀ + εI)⁻¹``.
+* ``spring``: ``δ_k = Ōᵀ (ŌŌᵀ + εI)⁻¹ (2ē - μ Ō δ_{k-1}) + μ δ_{k-1}`` (Goldshlager,
+  Abrahamsen & Lin, "A Kaczmarz-inspired approach to accelerate the optimization of neural
+  network wavefunctions", J. Comput. Phys. 516, 113351 (2024), arXiv:2401.10190). It is
+  the minimiser of ``‖Ōδ - 2ē‖² + ε‖δ - μδ_{k-1}‖²``, i.e. in parameter space
+  ``δ_k = μδ_{k-1} + (S + εI)⁻¹ (g - μ S δ_{k-1})``; μ = 0 is minSR. The paper's φ is δ/2
+  (its ε̄ carries no factor 2); the recursion is linear, so only the learning rate differs
+  by 2. δ_{k-1} is stored raw (before lr and norm constraint), as in the authors' code.
+
+Mean-zero subtlety: after centring, the per-context indicator vectors ``1_c`` are null
+vectors of ``ŌŌᵀ``; the diagonal shift ε > 0 already makes the kernel invertible. Following
+SPRING, the kernel is further augmented by ``Σ_c 1_c 1_cᵀ / n_c`` (eigenvalue 1 on the
+constants) and the solution ζ is projected to zero per-context mean. Both are exact no-ops
+in exact arithmetic (the right-hand side has zero per-context mean and ``Ōᵀ 1_c = 0``);
+they keep the constants from setting the conditioning when B ≤ P.
+
+Norm constraint (``max_norm``): as in KFAC/FermiNet, δ is scaled by
+``s = min(1, sqrt(max_norm / (lr² δᵀSδ)))`` so the Fisher norm of the applied step,
+``lr² s² δᵀSδ = ‖lr s Ō δ‖²``, never exceeds ``max_norm``. Learning rate and diagonal shift
+accept an optax schedule (called with the state's int32 step ``count``, before it is
+incremented; the schedule's own dtype sets the lr precision) or a float.
+
+All solves run in float64 (O is cast before any product, also for float32 networks;
+enable ``jax_enable_x64``); updates come back unraveled in the parameters' dtypes. A
+failed factorisation gives NaN updates, which ``apply_if_finite`` rejects.
+"""
+
+import warnings
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from qvmc.scores import make_unravel
+from qvmc.types import Array, Params
+
+ScalarOrSchedule = Union[float, Callable[[Array], Array]]
+
+
+class NaturalGradientInfo(NamedTuple):
+    """Facts of the last update, for logging only (the next update does not read them)."""
+    learning_rate: Array  # [] lr used
+    diag_shift: Array  # [] ε used
+    fisher_norm_sq: Array  # [] lr² δᵀSδ before the norm constraint
+    norm_scale: Array  # [] the factor s ≤ 1 applied by the norm constraint
+
+
+class NaturalGradientState(NamedTuple):
+    """Optimizer state: step ``count`` (drives schedules), SPRING's previous δ [P] (float64;
+    None for SR/minSR), and the last step's ``info`` (kept here because optax's
+    ``update`` has no info output)."""
+    count: Array
+    previous_update: Optional[Array]
+    info: NaturalGradientInfo
+
+
+class NaturalGradient(NamedTuple):
+    """``init(params) -> state``; ``update(grads, state, params, *, scores, local_energies,
+    context_ids, num_contexts, context_weights=None) -> (updates, state)``."""
+    init: Callable[[Params], Any]
+    update: Callable[..., Tuple[Params, Any]]
+
+
+def stack_contexts(scores: Sequence[Array], local_energies: Sequence[Array]) -> Tuple[Array, Array, Array]:
+    """Stack per-context rows: ``O [B, P]``, ``E [B]`` and ``context_ids [B]`` (int32, c for
+    rows of ``scores[c]``); B = Σ n_c. Contexts may come from walkers of different N."""
+    ids = [jnp.full((o.shape[0],), c, jnp.int32) for c, o in enumerate(scores)]
+    return jnp.concatenate(scores, axis=0), jnp.concatenate(local_energies, axis=0), jnp.concatenate(ids)
+
+
+def center_by_context(scores: Array, local_energies: Array, context_ids: Array, num_contexts: int,
+                      context_weights: Optional[Array] = None,
+                      normalize_energy_scale: bool = False) -> Tuple[Array, Array]:
+    """Centred, weighted rows ``(Ō [B, P], ē [B])`` in float64 (see the module conventions).
+
+    Args:
+      scores: ``O [B, P]``, rows of all contexts stacked (any order).
+      local_energies: ``E [B]``, the (clipped) energies used in the gradient.
+      context_ids: ``[B]`` int, the context of each row, in ``[0, num_contexts)``.
+      num_contexts: ``C`` (a Python int).
+      context_weights: ``[C]`` weights ``w_c`` of the per-context energies (default ``1/C``).
+      normalize_energy_scale: divide ē of context c by ``std_c(E)`` (zero std: undivided).
+    """
+    o = jnp.asarray(scores).astype(jnp.float64)
+    e = jnp.asarray(local_energies).astype(jnp.float64)
+    ids = jnp.asarray(context_ids)
+    weights = (jnp.full((num_contexts,), 1.0 / num_contexts) if context_weights is None
+               else jnp.asarray(context_weights).astype(jnp.float64))
+    counts = jax.ops.segment_sum(jnp.ones_like(e), ids, num_segments=num_contexts)
+    safe_counts = jnp.maximum(counts, 1.0)
+    o = o - (jax.ops.segment_sum(o, ids, num_segments=num_contexts) / safe_counts[:, None])[ids]
+    e = e - (jax.ops.segment_sum(e, ids, num_segments=num_contexts) / safe_counts)[ids]
+    if normalize_energy_scale:
+        std = jnp.sqrt(jax.ops.segment_sum(e * e, ids, num_segments=num_contexts) / safe_counts)
+        e = e / jnp.where(std > 0, std, 1.0)[ids]
+    row_scale = jnp.sqrt(weights / safe_counts)[ids]
+    return o * row_scale[:, None], e * row_scale
+
+
+def energy_gradient(scores: Array, local_energies: Array, context_ids: Array, num_contexts: int,
+                    context_weights: Optional[Array] = None, normalize_energy_scale: bool = False) -> Array:
+    """``g = 2 Ōᵀē = Σ_c w_c · 2 cov_c(O, E)`` as a float64 vector ``[P]``."""
+    o_bar, e_bar = center_by_context(scores, local_energies, context_ids, num_contexts,
+                                     context_weights, normalize_energy_scale)
+    return 2.0 * o_bar.T @ e_bar
+
+
+def _schedule(value: ScalarOrSchedule, name: str, allow_zero: bool) -> Callable[[Array], Array]:
+    if callable(value):
+        return value
+    value = float(value)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f'{name} must be {">= 0" if allow_zero else "> 0"} (or a schedule), got {value}.')
+    return lambda count: value
+
+
+def _check_x64(name: str) -> None:
+    if not jax.config.read('jax_enable_x64'):
+        warnings.warn(f'{name}: jax_enable_x64 is off, so the float64 solves fall back to float32; '
+                      "call jax.config.update('jax_enable_x64', True) at start-up.", stacklevel=3)
+
+
+def _sample_space_solve(o_bar, rhs, ids, num_contexts, shift):
+    """``ζ = (ŌŌᵀ + εI + Σ_c 1_c1_cᵀ/n_c)⁻¹ rhs``, projected to zero per-context mean."""
+    counts = jnp.maximum(jax.ops.segment_sum(jnp.ones_like(rhs), ids, num_segments=num_contexts), 1.0)
+    same = (ids[:, None] == ids[None, :]).astype(rhs.dtype) / counts[ids][None, :]
+    kernel = o_bar @ o_bar.T + shift * jnp.eye(rhs.shape[0], dtype=rhs.dtype) + same
+    zeta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(kernel, lower=True), rhs)
+    return zeta - (jax.ops.segment_sum(zeta, ids, num_segments=num_contexts) / counts)[ids]
+
+
+def _parameter_space_solve(o_bar, rhs, shift, solver, cg_tol, cg_maxiter):
+    """``x = (ŌᵀŌ + εI)⁻¹ rhs`` by dense Cholesky or matrix-free CG."""
+    if solver == 'cg':
+        matvec = lambda v: o_bar.T @ (o_bar @ v) + shift * v
+        return jax.scipy.sparse.linalg.cg(matvec, rhs, tol=cg_tol, maxiter=cg_maxiter)[0]
+    metric = o_bar.T @ o_bar + shift * jnp.eye(rhs.shape[0], dtype=rhs.dtype)
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(metric, lower=True), rhs)
+
+
+def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule,
+                      space: str, momentum: float = 0.0, max_norm: Optional[float] = None,
+                      normalize_energy_scale: bool = False, solver: str = 'cholesky',
+                      cg_tol: float = 1e-10, cg_maxiter: Optional[int] = None) -> NaturalGradient:
+    """Shared builder; validates in Python, returns pure ``init``/``update``."""
+    lr_fn = _schedule(learning_rate, 'learning_rate', allow_zero=True)
+    shift_fn = _schedule(diag_shift, 'diag_shift', allow_zero=(space == 'parameter'))
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f'momentum must be in [0, 1], got {momentum}.')
+    if max_norm is not None and max_norm <= 0:
+        raise ValueError(f'max_norm must be > 0 or None (no constraint), got {max_norm}.')
+    if solver not in ('cholesky', 'cg'):
+        raise ValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}.")
+    _check_x64(name)
+    use_momentum = space == 'sample' and momentum > 0
+
+    def init(params: Params) -> NaturalGradientState:
+        zero = jnp.zeros((), jnp.float64)
+        previous = jnp.zeros_like(ravel_pytree(params)[0], dtype=jnp.float64) if use_momentum else None
+        info = NaturalGradientInfo(zero, zero, zero, zero)
+        return NaturalGradientState(jnp.zeros((), jnp.int32), previous, info)
+
+    def update(grads, state: NaturalGradientState, params: Params, *, scores: Array, local_energies: Array,
+               context_ids: Array, num_contexts: int, context_weights: Optional[Array] = None):
+        del grads  # formed from O and E below
+        if params is None:
+            raise ValueError(f'{name}.update needs params (for the shapes and dtypes of the updates).')
+        o_bar, e_bar = center_by_context(scores, local_energies, context_ids, num_contexts,
+                                         context_weights, normalize_energy_scale)
+        lr = jnp.asarray(lr_fn(state.count), jnp.float64)
+        shift = jnp.asarray(shift_fn(state.count), jnp.float64)
+        if space == 'parameter':
+            delta = _parameter_space_solve(o_bar, 2.0 * o_bar.T @ e_bar, shift, solver, cg_tol, cg_maxiter)
+        else:
+            ids = jnp.asarray(context_ids)
+            rhs = 2.0 * e_bar
+            if use_momentum:
+                rhs = rhs - momentum * (o_bar @ state.previous_update)
+            delta = o_bar.T @ _sample_space_solve(o_bar, rhs, ids, num_contexts, shift)
+            if use_momentum:
+                delta = delta + momentum * state.previous_update
+        fisher_sq = lr ** 2 * jnp.sum((o_bar @ delta) ** 2)
+        scale = jnp.ones((), jnp.float64)
+        if max_norm is not None:
+            capped = jnp.sqrt(max_norm / jnp.where(fisher_sq > 0, fisher_sq, 1.0))
+            scale = jnp.where(fisher_sq > max_norm, capped, 1.0)
+        updates = make_unravel(params)(-lr * scale * delta)
+        new_state = NaturalGradientState(optax.safe_increment(state.count), delta if use_momentum else None,
+                                         NaturalGradientInfo(lr, shift, fisher_sq, scale))
+        return updates, new_state
+
+    return NaturalGradient(init, update)
+
+
+def sr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
+       max_norm: Optional[float] = None, normalize_energy_scale: bool = False,
+       solver: str = 'cholesky', cg_tol: float = 1e-10, cg_maxiter: Optional[int] = None) -> NaturalGradient:
+    """Stochastic reconfiguration: solve ``(S + εI) δ = g`` in parameter space.
+
+    Args:
+      learning_rate: float or optax schedule of the step count.
+      diag_shift: ε ≥ 0, float or schedule (ε = 0 needs S positive definite, i.e. B > P).
+      max_norm: cap on ``lr² δᵀSδ`` (None: no constraint).
+      normalize_energy_scale: divide each context's centred energies by their std.
+      solver: ``'cholesky'`` (dense ``[P, P]``, float64; for small P) or ``'cg'`` (matrix-free
+        conjugate gradients with ``Ōᵀ(Ō v) + εv``; stops at ``cg_tol`` relative residual or
+        ``cg_maxiter`` iterations).
+    """
+    return _natural_gradient('sr', learning_rate, diag_shift, 'parameter', max_norm=max_norm,
+                             normalize_energy_scale=normalize_energy_scale, solver=solver, cg_tol=cg_tol,
+                             cg_maxiter=cg_maxiter)
+
+
+def minsr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
+          max_norm: Optional[float] = None, normalize_energy_scale: bool = False) -> NaturalGradient:
+    """minSR: ``δ = Ōᵀ (ŌŌᵀ + εI)⁻¹ 2ē`` with a float64 ``[B, B]`` Cholesky solve (ε > 0).
+
+    Equal to ``sr`` with the same ε (push-through identity); cheaper when B < P.
+    Arguments as in ``sr``.
+    """
+    return _natural_gradient('minsr', learning_rate, diag_shift, 'sample', max_norm=max_norm,
+                             normalize_energy_scale=normalize_energy_scale)
+
+
+def spring(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, momentum: float = 0.9, *,
+           max_norm: Optional[float] = None, normalize_energy_scale: bool = False) -> NaturalGradient:
+    """SPRING (Goldshlager, Abrahamsen & Lin 2024): minSR with the previous direction as prior.
+
+    ``δ_k = Ōᵀ (ŌŌᵀ + εI)⁻¹ (2ē - μ Ō δ_{k-1}) + μ δ_{k-1}``, μ = ``momentum`` in [0, 1]
+    (the paper uses values near 0.99); μ = 0 is minSR. Other arguments as in ``sr``.
+    """
+    return _natural_gradient('spring', learning_rate, diag_shift, 'sample', momentum=momentum,
+                             max_norm=max_norm, normalize_energy_scale=normalize_energy_scale)
+
+
+def as_natural_gradient(tx: optax.GradientTransformation,
+                        normalize_energy_scale: bool = False) -> NaturalGradient:
+    """Wrap an optax optimizer so it accepts (and ignores) the natural-gradient arguments.
+
+    ``update(grads, state, params=None, *, scores=None, local_energies=None, context_ids=None,
+    num_contexts=None, context_weights=None)`` calls ``tx.update(grads, state, params)``. If
+    ``grads`` is None it is formed from O and E as ``energy_gradient(...)`` (needs params),
+    so the loop can pass the same arguments to every optimizer.
+    """
+    def update(grads, state, params=None, *, scores=None, local_energies=None, context_ids=None,
+               num_contexts=None, context_weights=None):
+        if grads is None:
+            if params is None or scores is None:
+                raise ValueError('as_natural_gradient: pass grads, or params together with '
+                                 'scores, local_energies and context_ids.')
+            grads = make_unravel(params)(energy_gradient(scores, local_energies, context_ids, num_contexts,
+                                                         context_weights, normalize_energy_scale))
+        return tx.update(grads, state, params)
+
+    return NaturalGradient(tx.init, update)
+
+
+def _all_finite(tree) -> Array:
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def apply_if_finite(params: Params, opt_state: Any, updates: Params,
+                    new_opt_state: Any) -> Tuple[Params, Any, Array]:
+    """``(params + updates, new_opt_state, True)`` if everything is finite, else the old ones.
+
+    Checks every floating leaf of ``updates``, ``new_opt_state`` and the new parameters
+    (overflow); a rejected step leaves parameters and optimizer state (its step count too)
+    unchanged. Jit-safe: selection by ``jnp.where``; ``accepted`` is a bool array ``[]``.
+    """
+    new_params = optax.apply_updates(params, updates)
+    accepted = _all_finite(updates) & _all_finite(new_opt_state) & _all_finite(new_params)
+    keep = lambda new, old: jnp.where(accepted, new, old)
+    return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt_state, opt_state), accepted

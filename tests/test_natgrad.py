@@ -1,0 +1,265 @@
+"""Natural-gradient optimizers and scores against dense numpy references (float64)."""
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from qvmc import natgrad, scores as scores_lib
+
+RTOL = 1e-10
+VALUES = {'omega': jnp.asarray(1.3)}
+
+
+def _log_psi_apply():
+    """A permutation-invariant MLP log|ψ| of one walker [N, 2], any N; P = 33."""
+    def fn(x, omega):
+        h = jnp.tanh(hk.Linear(8)(x))  # [N, 8]
+        return hk.Linear(1)(jnp.mean(h, axis=0))[0] - 0.5 * omega * jnp.sum(x ** 2)
+    net = hk.without_apply_rng(hk.transform(fn))
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((2, 2)), 1.0)
+    return params, lambda p, x, values: net.apply(p, x, values['omega'])
+
+
+PARAMS, LOG_PSI = _log_psi_apply()
+P = scores_lib.num_params(PARAMS)
+
+
+def _walkers(seed, w, n):
+    return jax.random.normal(jax.random.PRNGKey(seed), (w, n, 2))
+
+
+def _dense_reference(o, e, ids, weights, shift, normalize=False):
+    """S, g by explicit per-context covariances and δ = (S + εI)⁻¹ g, all in numpy."""
+    o, e = np.asarray(o, np.float64), np.asarray(e, np.float64)
+    s_mat, g = np.zeros((o.shape[1],) * 2), np.zeros(o.shape[1])
+    for c, w in enumerate(weights):
+        rows = np.flatnonzero(np.asarray(ids) == c)
+        oc = o[rows] - o[rows].mean(axis=0)
+        ec = e[rows] - e[rows].mean()
+        if normalize:
+            ec = ec / e[rows].std()
+        for s in range(len(rows)):
+            s_mat += w * np.outer(oc[s], oc[s]) / len(rows)
+            g += w * 2.0 * oc[s] * ec[s] / len(rows)
+    return s_mat, g, np.linalg.solve(s_mat + shift * np.eye(len(g)), g)
+
+
+def _synthetic(seed, counts, p):
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(np.repeat(np.arange(len(counts)), counts)).astype(np.int32)  # unsorted
+    o = rng.normal(size=(len(ids), p)) + 3.0 * ids[:, None]
+    e = rng.normal(size=len(ids)) * (1.0 + ids) + 10.0 * ids
+    return jnp.asarray(o), jnp.asarray(e), jnp.asarray(ids)
+
+
+def _flat_update(tx, o, e, ids, num_contexts, weights=None, params=None, state=None):
+    params = PARAMS if params is None else params
+    state = tx.init(params) if state is None else state
+    updates, state = tx.update(None, state, params, scores=o, local_energies=e, context_ids=ids,
+                               num_contexts=num_contexts, context_weights=weights)
+    return np.asarray(ravel_pytree(updates)[0]), state
+
+
+def test_scores_equal_per_walker_grads_and_chunking():
+    walkers = _walkers(1, 23, 3)
+    o = scores_lib.make_score_fn(LOG_PSI)(PARAMS, walkers, VALUES)
+    loop = np.stack([ravel_pytree(jax.grad(LOG_PSI)(PARAMS, x, VALUES))[0] for x in walkers])
+    np.testing.assert_allclose(o, loop, rtol=1e-12, atol=1e-14)
+    chunked = jax.jit(scores_lib.make_score_fn(LOG_PSI, chunk_size=5))(PARAMS, walkers, VALUES)
+    assert chunked.shape == (23, P)
+    np.testing.assert_allclose(chunked, o, rtol=1e-12, atol=1e-14)
+    unravel = scores_lib.make_unravel(PARAMS)
+    back = unravel(ravel_pytree(PARAMS)[0])
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), back, PARAMS)
+    with pytest.raises(ValueError, match='chunk_size'):
+        scores_lib.make_score_fn(LOG_PSI, chunk_size=0)
+
+
+@pytest.mark.parametrize('num_walkers', [64, 16])  # B > P and B < P
+def test_sr_and_minsr_equal_dense_natural_gradient_one_context(num_walkers):
+    o = scores_lib.make_score_fn(LOG_PSI)(PARAMS, _walkers(2, num_walkers, 2), VALUES)
+    e = jnp.asarray(np.random.default_rng(0).normal(size=num_walkers))
+    ids = jnp.zeros(num_walkers, jnp.int32)
+    shift, lr = 1e-3, 0.05
+    _, g, delta = _dense_reference(o, e, ids, [1.0], shift)
+    np.testing.assert_allclose(natgrad.energy_gradient(o, e, ids, 1), g, rtol=RTOL, atol=1e-13)
+    for tx in (natgrad.sr(lr, shift), natgrad.minsr(lr, shift)):
+        update, _ = _flat_update(tx, o, e, ids, 1)
+        np.testing.assert_allclose(update, -lr * delta, rtol=RTOL, atol=1e-12 * np.abs(delta).max())
+    cg = natgrad.sr(lr, shift, solver='cg', cg_tol=1e-13, cg_maxiter=1000)
+    cg_update, _ = _flat_update(cg, o, e, ids, 1)
+    np.testing.assert_allclose(cg_update, -lr * delta, rtol=1e-7, atol=1e-9 * np.abs(delta).max())
+
+
+@pytest.mark.parametrize('p', [50, 20])  # B = 36 < P and B > P
+@pytest.mark.parametrize('normalize', [False, True])
+def test_three_contexts_synthetic_weighted(p, normalize):
+    o, e, ids = _synthetic(p, (5, 11, 20), p)
+    weights = jnp.asarray([0.2, 0.5, 0.3])
+    shift, lr = 1e-2, 0.1
+    _, g, delta = _dense_reference(o, e, ids, weights, shift, normalize)
+    grad = natgrad.energy_gradient(o, e, ids, 3, weights, normalize)
+    np.testing.assert_allclose(grad, g, rtol=RTOL)
+    params = {'w': jnp.zeros(p)}
+    for tx in (natgrad.sr(lr, shift, normalize_energy_scale=normalize),
+               natgrad.minsr(lr, shift, normalize_energy_scale=normalize)):
+        update, _ = _flat_update(tx, o, e, ids, 3, weights, params=params)
+        np.testing.assert_allclose(update, -lr * delta, rtol=RTOL, atol=1e-12 * np.abs(delta).max())
+
+
+def test_contexts_with_different_particle_numbers_real_scores():
+    score_fn = scores_lib.make_score_fn(LOG_PSI, chunk_size=7)
+    o_list = [score_fn(PARAMS, _walkers(3, 12, 2), VALUES), score_fn(PARAMS, _walkers(4, 20, 3), VALUES)]
+    rng = np.random.default_rng(1)
+    e_list = [jnp.asarray(rng.normal(size=12)), jnp.asarray(rng.normal(size=20) - 4.0)]
+    o, e, ids = natgrad.stack_contexts(o_list, e_list)
+    _, _, delta = _dense_reference(o, e, ids, [0.5, 0.5], 1e-3)
+    sr_update, _ = _flat_update(natgrad.sr(1.0, 1e-3), o, e, ids, 2)
+    minsr_update, _ = _flat_update(natgrad.minsr(1.0, 1e-3), o, e, ids, 2)
+    np.testing.assert_allclose(sr_update, -delta, rtol=RTOL, atol=1e-12 * np.abs(delta).max())
+    np.testing.assert_allclose(minsr_update, sr_update, rtol=RTOL, atol=1e-12 * np.abs(delta).max())
+
+
+def test_per_context_constants_do_not_change_the_update():
+    o, e, ids = _synthetic(7, (6, 9, 13), 40)
+    params = {'w': jnp.zeros(40)}
+    rng = np.random.default_rng(3)
+    o_shift = o + jnp.asarray(rng.normal(size=(3, 40)))[ids]
+    e_shift = e + jnp.asarray([5.0, -2.0, 30.0])[ids]
+    for tx in (natgrad.sr(0.1, 1e-2), natgrad.minsr(0.1, 1e-2)):
+        ref, _ = _flat_update(tx, o, e, ids, 3, params=params)
+        moved, _ = _flat_update(tx, o_shift, e_shift, ids, 3, params=params)
+        np.testing.assert_allclose(moved, ref, rtol=1e-9, atol=1e-11 * np.abs(ref).max())
+
+
+def test_spring_momentum_recursion_and_zero_momentum_is_minsr():
+    params = {'w': jnp.zeros(30)}
+    steps = [_synthetic(10 + k, (8, 12), 30) for k in range(3)]
+    shift, mu, lr = 1e-2, 0.9, 0.3
+    zero, _ = _flat_update(natgrad.spring(lr, shift, momentum=0.0), *steps[0], 2, params=params)
+    minsr, _ = _flat_update(natgrad.minsr(lr, shift), *steps[0], 2, params=params)
+    np.testing.assert_allclose(zero, minsr, rtol=1e-12)
+    tx = natgrad.spring(lr, shift, momentum=mu)
+    state, previous = tx.init(params), np.zeros(30)
+    for o, e, ids in steps:
+        s_mat, g, _ = _dense_reference(o, e, ids, [0.5, 0.5], shift)
+        expected = mu * previous + np.linalg.solve(s_mat + shift * np.eye(30), g - mu * s_mat @ previous)
+        update, state = _flat_update(tx, o, e, ids, 2, params=params, state=state)
+        atol = 1e-12 * np.abs(expected).max()
+        np.testing.assert_allclose(update, -lr * expected, rtol=RTOL, atol=atol)
+        np.testing.assert_allclose(state.previous_update, expected, rtol=RTOL, atol=atol)
+        previous = expected
+    assert int(state.count) == 3
+
+
+def test_norm_constraint_caps_fisher_norm():
+    o, e, ids = _synthetic(5, (10, 14), 25)
+    params = {'w': jnp.zeros(25)}
+    s_mat, _, _ = _dense_reference(o, e, ids, [0.5, 0.5], 1e-2)
+    free, _ = _flat_update(natgrad.spring(0.5, 1e-2, 0.5), o, e, ids, 2, params=params)
+    free_norm = free @ s_mat @ free
+    capped_tx = natgrad.spring(0.5, 1e-2, 0.5, max_norm=0.1 * free_norm)
+    capped, state = _flat_update(capped_tx, o, e, ids, 2, params=params)
+    np.testing.assert_allclose(capped @ s_mat @ capped, 0.1 * free_norm, rtol=1e-9)
+    np.testing.assert_allclose(capped, free * np.sqrt(0.1), rtol=1e-9)
+    np.testing.assert_allclose(state.info.fisher_norm_sq, free_norm, rtol=1e-9)
+    loose_tx = natgrad.spring(0.5, 1e-2, 0.5, max_norm=10 * free_norm)
+    loose, _ = _flat_update(loose_tx, o, e, ids, 2, params=params)
+    np.testing.assert_allclose(loose, free, rtol=1e-12)
+
+
+def test_schedules_follow_the_step_count():
+    o, e, ids = _synthetic(6, (9, 9), 12)
+    params = {'w': jnp.zeros(12)}
+    lr_schedule = optax.exponential_decay(0.2, transition_steps=1, decay_rate=0.5)
+    shift_schedule = lambda count: 1e-2 * (1.0 + count)
+    tx = natgrad.minsr(lr_schedule, shift_schedule)
+    update = jax.jit(lambda state: tx.update(None, state, params, scores=o, local_energies=e,
+                                             context_ids=ids, num_contexts=2))
+    state = tx.init(params)
+    for k in range(3):
+        _, _, delta = _dense_reference(o, e, ids, [0.5, 0.5], 1e-2 * (1 + k))
+        updates, state = update(state)
+        lr = float(lr_schedule(jnp.asarray(k, jnp.int32)))  # optax: float32 for an int32 count
+        np.testing.assert_allclose(lr, 0.2 * 0.5 ** k, rtol=1e-7)
+        np.testing.assert_allclose(updates['w'], -lr * delta, rtol=RTOL)
+    assert int(state.count) == 3
+
+
+def test_nonfinite_step_is_rejected_and_state_kept():
+    o, e, ids = _synthetic(8, (7, 9), 10)
+    params = {'w': jnp.linspace(0.0, 1.0, 10)}
+    tx = natgrad.spring(0.1, 1e-2, 0.9)
+
+    traces = []
+
+    @jax.jit
+    def step(params, state, energies):
+        traces.append(1)  # runs at trace time only
+        updates, new_state = tx.update(None, state, params, scores=o, local_energies=energies,
+                                       context_ids=ids, num_contexts=2)
+        return natgrad.apply_if_finite(params, state, updates, new_state)
+
+    params1, state1, ok = step(params, jax.jit(tx.init)(params), e)
+    assert bool(ok) and int(state1.count) == 1
+    params2, state2, ok = step(params1, state1, e.at[3].set(jnp.nan))
+    assert not bool(ok)
+    jax.tree.map(np.testing.assert_array_equal, (params2, state2), (params1, state1))
+    assert len(traces) == 1
+
+
+def test_float32_network_gives_float32_updates_from_float64_solve():
+    params32 = jax.tree.map(lambda a: a.astype(jnp.float32), PARAMS)
+    o32 = scores_lib.make_score_fn(LOG_PSI)(params32, _walkers(9, 24, 2).astype(jnp.float32), VALUES)
+    assert o32.dtype == jnp.float32
+    e = jnp.asarray(np.random.default_rng(2).normal(size=24), jnp.float32)
+    ids = jnp.zeros(24, jnp.int32)
+    tx = natgrad.minsr(0.1, 1e-3)
+    updates, _ = tx.update(None, tx.init(params32), params32, scores=o32, local_energies=e,
+                           context_ids=ids, num_contexts=1)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(updates))
+    _, _, delta = _dense_reference(o32, e, ids, [1.0], 1e-3)  # exact solve on the float32 inputs
+    np.testing.assert_allclose(ravel_pytree(updates)[0], -0.1 * delta, rtol=1e-5,
+                               atol=1e-6 * np.abs(delta).max())
+
+
+def test_accumulated_gradient_equals_unsplit_and_surrogate():
+    walkers = [_walkers(11, 30, 2), _walkers(12, 17, 3)]
+    rng = np.random.default_rng(4)
+    energies = [jnp.asarray(rng.normal(size=30) + 50.0), jnp.asarray(rng.normal(size=17) * 3 - 20.0)]
+    sums_fn = jax.jit(scores_lib.make_gradient_sums_fn(LOG_PSI, chunk_size=7))
+    sums = [sums_fn(PARAMS, w, VALUES, e) for w, e in zip(walkers, energies)]
+    score_fn = scores_lib.make_score_fn(LOG_PSI)
+    o, e, ids = natgrad.stack_contexts([score_fn(PARAMS, w, VALUES) for w in walkers], energies)
+    for weights, normalize in ((None, False), (jnp.asarray([0.3, 0.7]), True)):
+        np.testing.assert_allclose(scores_lib.gradient_from_sums(sums, weights, normalize),
+                                   natgrad.energy_gradient(o, e, ids, 2, weights, normalize), rtol=RTOL)
+
+    def surrogate(p):  # the VMC loop's estimator: mean over contexts of 2 E[(E - Ē) log|ψ|]
+        terms = [2.0 * jnp.mean((en - jnp.mean(en)) * jax.vmap(LOG_PSI, (None, 0, None))(p, w, VALUES))
+                 for w, en in zip(walkers, energies)]
+        return 0.5 * (terms[0] + terms[1])
+    surrogate_grad = ravel_pytree(jax.grad(surrogate)(PARAMS))[0]
+    np.testing.assert_allclose(scores_lib.gradient_from_sums(sums), surrogate_grad,
+                               rtol=RTOL, atol=1e-13)  # the output bias has O = 1: exactly zero here
+    rows = jnp.arange(23.0)
+    total = scores_lib.accumulate(lambda r: {'s': jnp.sum(r), 'q': jnp.sum(r ** 2)}, rows, chunk_size=5)
+    assert float(total['s']) == float(jnp.sum(rows)) and float(total['q']) == float(jnp.sum(rows ** 2))
+
+
+def test_optax_wrapper_accepts_and_ignores_the_extra_arguments():
+    o, e, ids = _synthetic(13, (6, 6), 33)
+    o = o[:, :P]
+    tx = natgrad.as_natural_gradient(optax.sgd(0.1))
+    grads = jax.tree.map(jnp.ones_like, PARAMS)
+    state = tx.init(PARAMS)
+    updates, _ = tx.update(grads, state, PARAMS, scores=o, local_energies=e, context_ids=ids, num_contexts=2)
+    plain, _ = optax.sgd(0.1).update(grads, optax.sgd(0.1).init(PARAMS), PARAMS)
+    jax.tree.map(np.testing.assert_array_equal, updates, plain)
+    formed, _ = tx.update(None, state, PARAMS, scores=o, local_energies=e, context_ids=ids, num_contexts=2)
+    np.testing.assert_allclose(ravel_pytree(formed)[0], -0.1 * natgrad.energy_gradient(o, e, ids, 2),
+                               rtol=1e-12)
