@@ -14,7 +14,7 @@ from qvmc import stats as qstats
 from qvmc.context import Context
 from qvmc.types import Array, Params, PRNGKey
 from qvmc.vmc import TaskState, VMCConfig, make_task_functions
-from samplers.equilibration import check_equilibrium
+from samplers.equilibration import burn_in
 
 
 class Density(NamedTuple):
@@ -156,19 +156,13 @@ class Predictor:
         values = ctx.values
         zero_extent = jnp.asarray(1.0, walkers.dtype)
 
-        previous, burned, equilibrated = None, 0, False
-        while burned < max_burn_in:
-            chunk = min(burn_in_chunk, max_burn_in - burned)
-            task, _, e_loc, _, _ = run(jax.random.fold_in(key_burn, burned), params, task, values,
-                                       zero_extent, num_steps=chunk, adapt=True)
-            burned += chunk
-            current = np.asarray(e_loc, np.float64).T  # [W, chunk]
-            if previous is not None and burned >= min_burn_in:
-                check = check_equilibrium(np.concatenate([previous, current], axis=1))
-                if check.equilibrated:
-                    equilibrated = True
-                    break
-            previous = current
+        def run_chunk(task, start, n):
+            task, _, e_loc, _, _ = run(jax.random.fold_in(key_burn, start), params, task, values,
+                                       zero_extent, num_steps=n, adapt=True)
+            return task, np.asarray(e_loc, np.float64).T  # [W, n]
+        task, report = burn_in(run_chunk, task, chunk=burn_in_chunk, min_steps=min_burn_in,
+                               max_steps=max_burn_in)
+        burned, equilibrated = report.steps, report.equilibrated
 
         if density_extent is None:
             radii = np.linalg.norm(np.asarray(task.walkers), axis=-1)

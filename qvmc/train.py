@@ -16,10 +16,13 @@ CHECKPOINT_NAME = 'checkpoint.pkl'
 HISTORY_NAME = 'history.csv'
 
 
-def history_rows(vmc: VMC, step: int, info: StepInfo, seconds: float) -> List[Dict[str, float]]:
-    """One row per context for a finished step (energies are walker means, unclipped)."""
+def history_rows(vmc: VMC, step: int, info: StepInfo, seconds: float, contexts=None) -> List[Dict[str, float]]:
+    """One row per context for a finished step (energies are walker means, unclipped).
+
+    ``contexts`` are the contexts of the step's walker blocks (default ``vmc.contexts``).
+    """
     rows = []
-    for ctx, st in zip(vmc.contexts, info.tasks):
+    for ctx, st in zip(vmc.contexts if contexts is None else contexts, info.tasks):
         row = {'step': step, 'context': ctx.label()}
         row.update(ctx.as_dict())
         row.update(energy=float(st.energy), variance=float(st.variance), acceptance=float(st.acceptance),
@@ -78,7 +81,7 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
         while state.step < num_steps:
             start = time.time()
             state, info = vmc.step(jax.random.fold_in(rng_key, state.step), state)
-            rows = history_rows(vmc, state.step, info, time.time() - start)
+            rows = history_rows(vmc, state.step, info, time.time() - start, vmc.state_contexts(state))
             if writer_file is not None:
                 if writer is None:
                     fields = list(rows[0].keys())

@@ -67,10 +67,7 @@ def make_log_psi(wavefunction, system, spins: Tuple[int, int]) -> Callable[[Para
     return log_psi
 
 
-class TaskState(NamedTuple):
-    """Sampler state of one context: walkers ``[W, N, D]`` and the proposal width ``[]``."""
-    walkers: Array
-    step_size: Array
+TaskState = samplers.ChainState  # sampler state of one context: walkers [W, N, D], step size []
 
 
 class TaskStats(NamedTuple):
@@ -135,8 +132,9 @@ class TrainState(NamedTuple):
     step: int
     params: Params
     opt_state: Any
-    tasks: Tuple[TaskState, ...]  # aligned with the trainer's context list
+    tasks: Tuple[TaskState, ...]  # aligned with ``contexts``
     num_rejected: int  # updates rejected because they were not finite
+    contexts: Tuple[Context, ...] = None  # the contexts the walker blocks sample (None: VMC.contexts)
 
 
 class StepInfo(NamedTuple):
@@ -174,10 +172,15 @@ class VMC:
         self.contexts: List[Context] = list(contexts)
         self.optimizer = optimizer
         self.trace_counts: Dict[Tuple[int, int], int] = {}
-        self._task_step, self._samplers = {}, {}
+        self._task_step, self._samplers, self._burn_chunks = {}, {}, {}
         for spins in sorted({c.spins for c in self.contexts}):
-            self._task_step[spins] = jax.jit(self._make_task_step(spins))
+            self._task_fn(spins)
         self._apply_update = jax.jit(self._make_apply_update())
+
+    def _task_fn(self, spins):
+        if spins not in self._task_step:
+            self._task_step[spins] = jax.jit(self._make_task_step(spins))
+        return self._task_step[spins]
 
     def _make_task_step(self, spins):
         sample, _, energy_and_grad = make_task_functions(self.wavefunction, self.system, spins, self.config)
@@ -213,17 +216,85 @@ class VMC:
         for i, ctx in enumerate(self.contexts):
             walkers = self.system.init_walkers(jax.random.fold_in(key_walkers, i), ctx, self.config.num_walkers)
             tasks.append(TaskState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype)))
-        return TrainState(0, params, self.optimizer.init(params), tuple(tasks), 0)
+        return TrainState(0, params, self.optimizer.init(params), tuple(tasks), 0, tuple(self.contexts))
 
     def burn_in(self, rng_key: PRNGKey, state: TrainState, num_steps: int) -> TrainState:
         """Moves walkers (with step-size adaptation) without touching parameters."""
         tasks = list(state.tasks)
-        for i, ctx in enumerate(self.contexts):
+        for i, ctx in enumerate(self.state_contexts(state)):
             fn = self._sampler(ctx.spins)
             for t in range(num_steps):
                 tasks[i], _ = fn(jax.random.fold_in(jax.random.fold_in(rng_key, i), t),
                                  state.params, tasks[i], ctx.values)
         return state._replace(tasks=tuple(tasks))
+
+    def state_contexts(self, state: TrainState) -> Tuple[Context, ...]:
+        """The contexts ``state``'s walker blocks sample (``VMC.contexts`` for older states)."""
+        return tuple(self.contexts) if state.contexts is None else tuple(state.contexts)
+
+    def reassign(self, rng_key: PRNGKey, state: TrainState, contexts: Sequence[Context],
+                 total_walkers: int = None) -> Tuple[TrainState, samplers.Assignment]:
+        """Points the walker blocks at new contexts (e.g. a blockwise schedule's next draw).
+
+        ``total_walkers`` (default: the walkers ``state`` holds now) are split evenly into
+        ``len(contexts)`` blocks (``ValueError`` if they do not divide). Blocks whose particle
+        content matches keep their walkers (see ``samplers.chains.reassign``); all changed
+        blocks must be re-equilibrated with ``equilibrate`` before the next ``step``.
+        """
+        contexts = tuple(contexts)
+        if not contexts:
+            raise ValueError('reassign needs at least one context.')
+        for ctx in contexts:
+            self.system.validate(ctx)
+        if total_walkers is None:
+            total_walkers = sum(int(t.walkers.shape[0]) for t in state.tasks)
+        per_block = samplers.block_size(total_walkers, len(contexts))
+        tasks, assignment = samplers.reassign(state.tasks, self.state_contexts(state), contexts, per_block,
+                                              self.system.init_walkers, rng_key, self.config.initial_step_size)
+        return state._replace(tasks=tuple(tasks), contexts=contexts), assignment
+
+    def equilibrate(self, rng_key: PRNGKey, state: TrainState, which: Sequence[int] = None, *,
+                    chunk: int = 10, min_steps: int = 20, max_steps: int = 400
+                    ) -> Tuple[TrainState, Dict[int, samplers.BurnInReport]]:
+        """Burns in walker blocks (parameters fixed, step sizes adapted) until each block's
+        local-energy traces pass ``samplers.check_equilibrium`` (see ``samplers.burn_in``).
+
+        Args:
+          rng_key: JAX PRNG key.
+          state: the training state.
+          which: indices of the blocks to burn in (default: all), e.g. those flagged by
+            ``reassign``'s ``Assignment.needs_burn_in``.
+          chunk, min_steps, max_steps: see ``samplers.burn_in``.
+
+        Returns:
+          The state with moved walkers, and ``{block index: BurnInReport}``.
+        """
+        contexts = self.state_contexts(state)
+        which = range(len(contexts)) if which is None else which
+        tasks, reports = list(state.tasks), {}
+        for i in which:
+            ctx = contexts[i]
+            run = self._burn_chunk(ctx.spins)
+            key = jax.random.fold_in(rng_key, i)
+
+            def run_chunk(task, start, n, run=run, key=key, values=ctx.values):
+                task, e_loc = run(jax.random.fold_in(key, start), state.params, task, values, num_steps=n)
+                return task, np.asarray(e_loc, np.float64).T
+            tasks[i], reports[i] = samplers.burn_in(run_chunk, tasks[i], chunk=chunk, min_steps=min_steps,
+                                                    max_steps=max_steps)
+        return state._replace(tasks=tuple(tasks)), reports
+
+    def _burn_chunk(self, spins):
+        if spins not in self._burn_chunks:
+            sample, energies, _ = make_task_functions(self.wavefunction, self.system, spins, self.config)
+
+            def run(rng_key, params, task, values, num_steps):
+                def body(task, key):
+                    task, _ = sample(key, params, task, values)
+                    return task, energies(params, task.walkers, values)[0]
+                return jax.lax.scan(body, task, jax.random.split(rng_key, num_steps))
+            self._burn_chunks[spins] = jax.jit(run, static_argnames='num_steps')
+        return self._burn_chunks[spins]
 
     def _sampler(self, spins):
         if spins not in self._samplers:
@@ -234,16 +305,17 @@ class VMC:
     def step(self, rng_key: PRNGKey, state: TrainState) -> Tuple[TrainState, StepInfo]:
         """One optimization step over all contexts (see the class docstring)."""
         tasks, grads_list, stats = [], [], []
-        for i, ctx in enumerate(self.contexts):
-            task, grads, st = self._task_step[ctx.spins](
+        contexts = self.state_contexts(state)
+        for i, ctx in enumerate(contexts):
+            task, grads, st = self._task_fn(ctx.spins)(
                 jax.random.fold_in(rng_key, i), state.params, state.tasks[i], ctx.values)
             tasks.append(task)
             grads_list.append(grads)
             stats.append(st)
-        weights = tuple(np.full(len(self.contexts), 1.0 / len(self.contexts)))
+        weights = tuple(np.full(len(contexts), 1.0 / len(contexts)))
         params, opt_state, finite = self._apply_update(state.params, state.opt_state, grads_list, weights)
         finite = bool(finite)
         loss = float(np.mean([float(s.energy) for s in stats]))
         new_state = TrainState(state.step + 1, params, opt_state, tuple(tasks),
-                               state.num_rejected + (0 if finite else 1))
+                               state.num_rejected + (0 if finite else 1), tuple(contexts))
         return new_state, StepInfo(loss, tuple(stats), finite)
