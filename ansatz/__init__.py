@@ -6,3 +6,8 @@ from ansatz.slater import make_noninteracting_dot
 
 __all__ = ['Wavefunction', 'log_sum_determinants', 'slogdet_blocks', 'FermiSetsConfig',
            'make_fermi_sets', 'make_noninteracting_dot']
+
+# Fixed real periodic orbitals (moiré references).
+from ansatz.plane_wave import make_band_slater, make_periodic_slater, make_plane_wave_slater  # noqa: E402
+
+__all__ += ['make_band_slater', 'make_periodic_slater', 'make_plane_wave_slater']

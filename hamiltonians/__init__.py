@@ -5,3 +5,11 @@ from hamiltonians.quantum_dot import QuantumDot, noninteracting_energy, pairwise
 
 __all__ = ['KINETIC_METHODS', 'make_kinetic_energy', 'make_local_energy', 'QuantumDot',
            'noninteracting_energy', 'pairwise_distances']
+
+# The moiré heterobilayer and 2D Ewald summation.
+from hamiltonians.ewald import EwaldSum  # noqa: E402
+from hamiltonians.moire import (COULOMB_CONSTANT, HBAR2_OVER_2ME, MoireSpectrum, MoireSystem,  # noqa: E402
+                                orbital_values, per_electron)
+
+__all__ += ['EwaldSum', 'COULOMB_CONSTANT', 'HBAR2_OVER_2ME', 'MoireSpectrum', 'MoireSystem',
+            'orbital_values', 'per_electron']

@@ -1,4 +1,4 @@
-"""2D Ewald summation of the 1/r Coulomb energy of charges on a 2D-periodic plane with a neutralizing background."""
+"""2D Ewald summation: 1/r Coulomb energy of charges on a periodic plane with a neutralizing background."""
 
 import math
 

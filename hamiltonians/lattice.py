@@ -146,8 +146,8 @@ def cells_for_filling(n_electrons: int, filling: float) -> int:
         step = nu.numerator
         below = max((n_electrons // step) * step, step)
         valid = sorted({below, below + step} - {n_electrons})
-        raise ValueError(f'N = {n_electrons} electrons at filling ν = {nu} needs N/ν = {float(cells):g} moiré '
-                         f'cells, not an integer; N must be a multiple of {step} (nearby valid N: '
+        raise ValueError(f'N = {n_electrons} electrons at filling ν = {nu} needs N/ν = {float(cells):g} '
+                         f'moiré cells, not an integer; N must be a multiple of {step} (nearby valid N: '
                          f'{", ".join(map(str, valid))}).')
     return int(cells)
 
@@ -194,6 +194,7 @@ def closed_shell_counts(lattice: np.ndarray, max_count: int) -> Tuple[int, ...]:
     For a triangular cell: 1, 7, 13, 19, 31, 37, ...
     """
     recip = reciprocal_lattice(lattice)
-    g_max = 1.2 * math.sqrt(max_count * cell_area(recip) / math.pi) + float(np.max(np.linalg.norm(recip, axis=1)))
+    longest = float(np.max(np.linalg.norm(recip, axis=1)))
+    g_max = 1.2 * math.sqrt(max_count * cell_area(recip) / math.pi) + longest
     shells = real_plane_waves(lattice, g_max).shells[1:]
     return tuple(int(s) for s in shells if s <= max_count)
