@@ -1,4 +1,4 @@
-"""QERNEL, PsiFormer and Slater–Jastrow ansätze: antisymmetry, periodicity, Laplacians, training, parameter counts."""
+"""Registry ansätze (QERNEL, PsiFormer, Slater–Jastrow, ...): symmetry, periodicity, Laplacian, training, counts."""
 
 import dataclasses
 
@@ -8,7 +8,6 @@ import numpy as np
 import optax
 import pytest
 
-import ansatz
 from ansatz import features
 from ansatz.fermi_sets import FermiSetsConfig
 from ansatz.jastrow import cusp_jastrow
@@ -184,7 +183,8 @@ def test_parameter_report_of_default_configs(name, config_cls):
     report = parameter_report(shapes(config_cls()))
     assert sum(report['components'].values()) == report['total']
     assert 0.0 < report['film_fraction'] < 1.0
-    assert report['film'] == 3 * 2 * 6 * config_cls().width + 3 * 2 * config_cls().width  # 3 blocks of [C, 2F] + bias
+    width = config_cls().width
+    assert report['film'] == 3 * (6 + 1) * 2 * width  # 3 blocks, each Linear [C=6, 2F] with bias
     unconditioned = count_parameters(shapes(dataclasses.replace(config_cls(), conditioned=False)))
     assert unconditioned == report['total'] - report['film']
     assert report['film_overhead'] == pytest.approx(report['film'] / unconditioned)
