@@ -1,12 +1,14 @@
 """Local-energy factories: kinetic energy by folx's forward Laplacian or by a Hessian loop."""
 
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import folx
 import jax
 import jax.numpy as jnp
 
-from qvmc.types import Array, ContextValues, Params
+Array = jax.Array  # local aliases (as in qvmc.types): importing qvmc here would be circular,
+ContextValues = Dict[str, Array]  # since qvmc.vmc imports this module
+Params = Any
 
 KINETIC_METHODS = ('folx', 'hessian')
 

@@ -13,7 +13,8 @@ import pandas as pd
 from qvmc import stats as qstats
 from qvmc.context import Context
 from qvmc.types import Array, Params, PRNGKey
-from qvmc.vmc import TaskState, VMCConfig, make_task_functions
+from hamiltonians.local_energy import make_local_energy
+from qvmc.vmc import TaskState, VMCConfig, make_log_psi, make_task_functions
 from samplers.equilibration import burn_in
 
 
@@ -78,6 +79,33 @@ class EnergyEstimate(NamedTuple):
         return row
 
 
+def mcmc_functions(wavefunction, system, ctx: Context, params: Params, kinetic_method: str = 'folx'):
+    """``(logdensity_fn, extra_fn)`` for ``samplers.MCMC`` on one context, in physical units.
+
+    ``logdensity_fn(x) = 2 log|ψ(x)|`` and ``extra_fn(x) = {'energy': E_L, 'kinetic': ..., ...}``
+    (every potential component of the system), so ``MCMC.get_extra_fields()``,
+    ``print_summary()`` and ``to_arviz()`` carry local-energy traces::
+
+        logdensity, extra = mcmc_functions(wf, dot, ctx, params)
+        mcmc = samplers.MCMC('mala', num_warmup=200, num_samples=500, num_chains=256)
+        mcmc.run(key, logdensity, dot.init_walkers(key, ctx, 256), extra_fn=extra)
+        mcmc.print_summary()
+    """
+    system.validate(ctx)
+    log_psi = make_log_psi(wavefunction, system, ctx.spins)
+    local_energy = make_local_energy(log_psi, system.potential_components, kinetic_method,
+                                     getattr(system, 'kinetic_scale', 1.0))
+    values = ctx.values
+
+    def logdensity_fn(x):
+        return 2.0 * log_psi(params, x, values)
+
+    def extra_fn(x):
+        energy, components = local_energy(params, x, values)
+        return {'energy': energy, **components}
+    return logdensity_fn, extra_fn
+
+
 class Predictor:
     """Energy and density estimates at any context from trained parameters.
 
@@ -99,7 +127,8 @@ class Predictor:
     def _functions(self, spins):
         if spins in self._compiled:
             return self._compiled[spins]
-        sample, energies, _ = make_task_functions(self.wavefunction, self.system, spins, self.config)
+        fns = make_task_functions(self.wavefunction, self.system, spins, self.config)
+        sample, energies = fns.sample, fns.energies
         bins = self.density_bins
 
         def run(rng_key, params, task: TaskState, values, extent, num_steps: int, adapt: bool):

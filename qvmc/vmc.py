@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from hamiltonians.local_energy import KINETIC_METHODS, make_local_energy
+from qvmc import natgrad, scores
 from qvmc.context import Context
 from qvmc.types import Array, ContextValues, Params, PRNGKey
 import samplers
@@ -21,7 +22,7 @@ class VMCConfig:
 
     Attributes:
       num_walkers: walkers per context.
-      sampler: ``'rwm'`` or ``'mala'`` (see ``samplers.make_kernel``).
+      sampler: ``'rwm'``, ``'mala'`` or ``'hmc'`` (see ``samplers.make_kernel``).
       mcmc_substeps: MCMC transitions per walker between parameter updates.
       target_acceptance: step-size adaptation target (None: the sampler's default,
         0.5 for RWM, 0.57 for MALA).
@@ -30,6 +31,12 @@ class VMCConfig:
       kinetic_method: ``'folx'`` or ``'hessian'``.
       initial_step_size: proposal step in units of the system's length scale (raised to the
         sampler's ``step_size_power``: MALA's step is a diffusion time, length²).
+      chunk_size: walkers per micro-batch for local energies, scores and gradients (None: all
+        at once). Bounds memory independently of ``num_walkers``; results equal the unsplit
+        computation up to summation order.
+      normalize_energy_scale: divide each context's centred local energies by their standard
+        deviation in the gradient, so contexts with large energies do not dominate the update
+        (optax path; natural-gradient optimizers take their own ``normalize_energy_scale``).
     """
     num_walkers: int = 256
     sampler: str = 'rwm'
@@ -38,6 +45,8 @@ class VMCConfig:
     clip_scale: float = 5.0
     kinetic_method: str = 'folx'
     initial_step_size: float = 0.5
+    chunk_size: int = None
+    normalize_energy_scale: bool = False
 
     def __post_init__(self):
         if self.num_walkers <= 0 or self.mcmc_substeps <= 0:
@@ -50,6 +59,8 @@ class VMCConfig:
             raise ValueError('clip_scale and initial_step_size must be > 0.')
         if self.kinetic_method not in KINETIC_METHODS:
             raise ValueError(f'kinetic_method must be one of {KINETIC_METHODS}, got {self.kinetic_method!r}.')
+        if self.chunk_size is not None and self.chunk_size <= 0:
+            raise ValueError(f'chunk_size must be > 0 or None (no micro-batching), got {self.chunk_size}.')
 
 
 def make_log_psi(wavefunction, system, spins: Tuple[int, int]) -> Callable[[Params, Array, ContextValues], Array]:
@@ -86,12 +97,23 @@ def clipped_energies(e_loc: Array, clip_scale: float) -> Array:
     return jnp.clip(e_loc, median - clip_scale * spread, median + clip_scale * spread)
 
 
-def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VMCConfig):
-    """Pure per-shape functions: ``sample``, ``energies`` and ``energy_and_grad``.
+class TaskFunctions(NamedTuple):
+    """The pure per-shape functions returned by ``make_task_functions``."""
+    sample: Callable
+    energies: Callable
+    energy_and_grad: Callable
+    energies_and_scores: Callable
+
+
+def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VMCConfig) -> TaskFunctions:
+    """Pure per-shape functions: ``sample``, ``energies``, ``energy_and_grad``, ``energies_and_scores``.
 
     ``energy_and_grad(params, walkers, values)`` returns the unbiased energy gradient
-    ``2 E[(E_clip - Ē_clip) ∇θ log|ψ|]`` through a surrogate loss (no derivative flows
-    through the Laplacian), the unclipped local energies ``[W]`` and their components.
+    ``2 E[(E_clip - Ē_clip) ∇θ log|ψ|]`` (no derivative flows through the Laplacian), the
+    unclipped local energies ``[W]`` and their components. With ``config.chunk_size`` the
+    walkers are processed in micro-batches (``qvmc.scores``); the result is the same.
+    ``energies_and_scores(params, walkers, values)`` returns ``(E_clip [W], E_L [W],
+    components, O [W, P])`` for natural-gradient optimizers (``qvmc.natgrad``).
     """
     log_psi = make_log_psi(wavefunction, system, spins)
     local_energy = make_local_energy(log_psi, system.potential_components, config.kinetic_method,
@@ -99,6 +121,8 @@ def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VM
     kernel = samplers.make_kernel(config.sampler, config.mcmc_substeps)
     spec = samplers.kernel_spec(config.sampler)
     target = spec.target_acceptance if config.target_acceptance is None else config.target_acceptance
+    score_fn = scores.make_score_fn(log_psi, config.chunk_size)
+    sums_fn = scores.make_gradient_sums_fn(log_psi, config.chunk_size)
 
     def sample(rng_key, params, state: TaskState, values, adapt: bool = True):
         scale = system.length_scale(values) ** spec.step_size_power
@@ -111,12 +135,19 @@ def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VM
         return TaskState(walker_state.position, step), info
 
     def energies(params, walkers, values):
-        return jax.vmap(local_energy, in_axes=(None, 0, None))(params, walkers, values)
+        return scores.chunked_vmap(lambda x: local_energy(params, x, values), config.chunk_size)(walkers)
 
     def energy_and_grad(params, walkers, values):
         e_loc, components = energies(params, walkers, values)
         e_clip = jax.lax.stop_gradient(clipped_energies(e_loc, config.clip_scale))
+        if config.chunk_size is not None:
+            g = scores.gradient_from_sums([sums_fn(params, walkers, values, e_clip)],
+                                          normalize_energy_scale=config.normalize_energy_scale)
+            return scores.make_unravel(params)(g), e_loc, components
         centred = e_clip - jnp.mean(e_clip)
+        if config.normalize_energy_scale:
+            std = jnp.std(e_clip)
+            centred = centred / jnp.where(std > 0, std, 1.0)
 
         def surrogate(p):
             logs = jax.vmap(log_psi, in_axes=(None, 0, None))(p, walkers, values)
@@ -124,7 +155,12 @@ def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VM
         grads = jax.grad(surrogate)(params)
         return grads, e_loc, components
 
-    return sample, energies, energy_and_grad
+    def energies_and_scores(params, walkers, values):
+        e_loc, components = energies(params, walkers, values)
+        e_clip = jax.lax.stop_gradient(clipped_energies(e_loc, config.clip_scale))
+        return e_clip, e_loc, components, score_fn(params, walkers, values)
+
+    return TaskFunctions(sample, energies, energy_and_grad, energies_and_scores)
 
 
 class TrainState(NamedTuple):
@@ -150,15 +186,17 @@ class VMC:
     ``step(rng_key, state) -> (state, info)`` samples every context with its own walkers,
     computes each context's energy gradient in a computation jitted once per particle
     content ``(n_up, n_down)`` (contexts that differ only in λ, ω share it), averages the
-    gradients over contexts (loss = mean of per-context energies), and applies one optax
-    update. An update with non-finite gradients is rejected: parameters and optimizer
-    state stay unchanged and ``num_rejected`` counts it.
+    gradients over contexts (loss = mean of per-context energies), and applies one
+    update. With a natural-gradient optimizer (``qvmc.natgrad.sr/minsr/spring``) each
+    context contributes its per-walker scores and clipped local energies instead, and all
+    rows enter one solve, centred per context. An update with non-finite values is
+    rejected: parameters and optimizer state stay unchanged and ``num_rejected`` counts it.
 
     Args:
       wavefunction: an ``ansatz.base.Wavefunction``.
       system: a Hamiltonian family such as ``hamiltonians.QuantumDot``.
       contexts: the training contexts.
-      optimizer: an ``optax.GradientTransformation``.
+      optimizer: an ``optax.GradientTransformation`` or a ``qvmc.natgrad.NaturalGradient``.
       config: ``VMCConfig``.
     """
 
@@ -171,6 +209,10 @@ class VMC:
         self.wavefunction, self.system, self.config = wavefunction, system, config
         self.contexts: List[Context] = list(contexts)
         self.optimizer = optimizer
+        self.natural_gradient = isinstance(optimizer, natgrad.NaturalGradient)
+        if not self.natural_gradient and not hasattr(optimizer, 'update'):
+            raise ValueError('optimizer must be an optax.GradientTransformation or a qvmc.natgrad optimizer '
+                             f'(sr, minsr, spring), got {type(optimizer).__name__}.')
         self.trace_counts: Dict[Tuple[int, int], int] = {}
         self._task_step, self._samplers, self._burn_chunks = {}, {}, {}
         for spins in sorted({c.spins for c in self.contexts}):
@@ -183,12 +225,17 @@ class VMC:
         return self._task_step[spins]
 
     def _make_task_step(self, spins):
-        sample, _, energy_and_grad = make_task_functions(self.wavefunction, self.system, spins, self.config)
+        fns = make_task_functions(self.wavefunction, self.system, spins, self.config)
+        natural = self.natural_gradient
 
         def task_step(rng_key, params, task: TaskState, values):
             self.trace_counts[spins] = self.trace_counts.get(spins, 0) + 1  # runs at trace time only
-            task, info = sample(rng_key, params, task, values)
-            grads, e_loc, components = energy_and_grad(params, task.walkers, values)
+            task, info = fns.sample(rng_key, params, task, values)
+            if natural:  # rows for the natural-gradient solve: O [W, P] and clipped E [W]
+                e_clip, e_loc, components, o = fns.energies_and_scores(params, task.walkers, values)
+                grads = (o, e_clip)
+            else:
+                grads, e_loc, components = fns.energy_and_grad(params, task.walkers, values)
             stats = TaskStats(jnp.mean(e_loc), jnp.var(e_loc), info.acceptance,
                               {k: jnp.mean(v) for k, v in components.items()}, info.num_nonfinite)
             return task, grads, stats
@@ -196,12 +243,15 @@ class VMC:
 
     def _make_apply_update(self):
         def apply_update(params, opt_state, grads_list, weights):
-            grads = jax.tree.map(lambda *g: sum(w * gi for w, gi in zip(weights, g)), *grads_list)
-            updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(new_params)]))
-            keep = lambda new, old: jnp.where(finite, new, old)
-            return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt_state, opt_state), finite
+            if self.natural_gradient:
+                o, e, ids = natgrad.stack_contexts([g[0] for g in grads_list], [g[1] for g in grads_list])
+                updates, new_opt_state = self.optimizer.update(
+                    None, opt_state, params, scores=o, local_energies=e, context_ids=ids,
+                    num_contexts=len(grads_list), context_weights=jnp.asarray(weights))
+            else:
+                grads = jax.tree.map(lambda *g: sum(w * gi for w, gi in zip(weights, g)), *grads_list)
+                updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
+            return natgrad.apply_if_finite(params, opt_state, updates, new_opt_state)
         return apply_update
 
     def init(self, rng_key: PRNGKey, params: Params = None) -> TrainState:
@@ -209,9 +259,9 @@ class VMC:
         key_params, key_walkers = jax.random.split(rng_key)
         if params is None:
             ctx = self.contexts[0]
-            x0 = self.system.init_walkers(key_walkers, ctx, 1)[0]
+            x0 = self.system.init_walkers(key_walkers, ctx, 1)[0] / self.system.length_scale(ctx.values)
             cond = self.system.context_features(ctx.values, *ctx.spins)
-            params = self.wavefunction.init(key_params, x0, cond, ctx.spins, 0.0)
+            params = self.wavefunction.init(key_params, x0, cond, ctx.spins, self.system.coupling(ctx.values))
         tasks = []
         for i, ctx in enumerate(self.contexts):
             walkers = self.system.init_walkers(jax.random.fold_in(key_walkers, i), ctx, self.config.num_walkers)
@@ -286,7 +336,8 @@ class VMC:
 
     def _burn_chunk(self, spins):
         if spins not in self._burn_chunks:
-            sample, energies, _ = make_task_functions(self.wavefunction, self.system, spins, self.config)
+            fns = make_task_functions(self.wavefunction, self.system, spins, self.config)
+            sample, energies = fns.sample, fns.energies
 
             def run(rng_key, params, task, values, num_steps):
                 def body(task, key):
@@ -298,7 +349,7 @@ class VMC:
 
     def _sampler(self, spins):
         if spins not in self._samplers:
-            sample, _, _ = make_task_functions(self.wavefunction, self.system, spins, self.config)
+            sample = make_task_functions(self.wavefunction, self.system, spins, self.config).sample
             self._samplers[spins] = jax.jit(sample, static_argnames='adapt')
         return self._samplers[spins]
 

@@ -64,3 +64,23 @@ def test_print_summary(gaussian_run, capsys):
     gaussian_run.print_summary()
     out = capsys.readouterr().out
     assert 'x2' in out and 'mean acceptance' in out
+
+
+def test_local_energy_fields_on_quantum_dot():
+    """MCMC over |ψ|² of the exact (2,1) non-interacting determinant with local-energy extra
+    fields: E_L = 4 at every draw (zero variance), components sum to it, ⟨trap⟩ = E/2 (virial)."""
+    from ansatz import make_noninteracting_dot
+    from hamiltonians import QuantumDot
+    from qvmc.inference import mcmc_functions
+    dot = QuantumDot()
+    ctx = dot.context(2, 1, lam=0.0)
+    logdensity, extra = mcmc_functions(make_noninteracting_dot(), dot, ctx, {})
+    mcmc = MCMC('mala', num_warmup=50, num_samples=150, num_chains=64, num_substeps=3, step_size=0.2)
+    mcmc.run(jax.random.PRNGKey(0), logdensity, dot.init_walkers(jax.random.PRNGKey(1), ctx, 64), extra_fn=extra)
+    fields = mcmc.get_extra_fields()
+    assert fields['energy'].shape == (64, 150)
+    np.testing.assert_allclose(fields['energy'], 4.0, atol=1e-8)
+    np.testing.assert_allclose(fields['kinetic'] + fields['trap'] + fields['interaction'], fields['energy'], atol=1e-10)
+    table = mcmc.summary().set_index('field')
+    assert abs(table.loc['trap', 'mean'] - 2.0) < 4 * table.loc['trap', 'error']
+    assert set(mcmc.to_arviz().posterior.data_vars) >= {'energy', 'kinetic', 'trap', 'interaction'}
