@@ -88,3 +88,23 @@ def test_minsr_update_cost(num_parameters, report):
         row.update({'argument MB': memory.argument_size_in_bytes / 2**20,
                     'temp MB': memory.temp_size_in_bytes / 2**20})
     report(row)
+
+
+@pytest.mark.parametrize('normalize', [False, True])
+def test_per_context_normalization(normalize, report):
+    """Two contexts with very different energy scales, N = 2 (E = 3) and N = 6 (DMC 20.1597) at λ = 1,
+    trained together by Adam with and without per-context normalization of the centred energies."""
+    steps, walkers, width = _env('QVMC_BENCH_OPT_STEPS', 300), _env('QVMC_BENCH_WALKERS', 256), _env('QVMC_BENCH_WIDTH', 16)
+    dot = QuantumDot()
+    contexts = [dot.context(1, 1, lam=1.0), dot.context(3, 3, lam=1.0)]
+    wf = make_fermi_sets(FermiSetsConfig(width=width, hidden=width, num_layers=2, num_determinants=2))
+    config = VMCConfig(num_walkers=walkers, mcmc_substeps=10, normalize_energy_scale=normalize)
+    vmc = VMC(wf, dot, contexts, optax.adam(3e-3), config)
+    state = vmc.burn_in(jax.random.PRNGKey(1), vmc.init(jax.random.PRNGKey(0)), 30)
+    energies = []
+    for t in range(steps):
+        state, info = vmc.step(jax.random.PRNGKey(100 + t), state)
+        energies.append([float(s.energy) for s in info.tasks])
+    final = np.mean(np.asarray(energies)[-WINDOW:], axis=0)
+    report({'benchmark': 'per-context normalization (Adam)', 'normalize': normalize, 'steps': steps,
+            'N=2 minus exact (mHa)': 1e3 * (final[0] - 3.0), 'N=6 minus DMC (mHa)': 1e3 * (final[1] - DMC)})
