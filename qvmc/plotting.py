@@ -1,4 +1,4 @@
-"""Matplotlib figures for runs: training curves, energy vs λ per N, one-body densities."""
+"""Matplotlib figures for runs: training curves, energies vs λ, densities, g(r), wavefunction slices, transitions."""
 
 from typing import Dict, Optional, Sequence
 
@@ -71,6 +71,112 @@ def plot_densities(densities: Sequence, labels: Sequence[str], path: str) -> Non
         r, prof = den.radial_profile()
         axes[1, i].plot(r, prof)
         axes[1, i].set(xlabel='r (bohr)', ylabel='ρ(r)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _context_groups(frame: pd.DataFrame, max_panels: int):
+    """Up to ``max_panels`` (label, rows) groups of a tidy table, spread evenly over its contexts."""
+    labels = list(dict.fromkeys(frame['context']))
+    if len(labels) > max_panels:
+        labels = [labels[i] for i in np.linspace(0, len(labels) - 1, max_panels).round().astype(int)]
+    return [(label, frame[frame['context'] == label]) for label in labels]
+
+
+def _map(ax, rows: pd.DataFrame, value: str, cmap: str):
+    """Draws a tidy grid table (``x``, ``y``, ``value``) as square markers at the bin centres."""
+    size = max(4.0, 30000.0 / max(len(rows), 1))
+    ax.scatter(rows['x'], rows['y'], c=rows[value], s=size, marker='s', cmap=cmap, linewidths=0)
+    ax.set_aspect('equal')
+
+
+def plot_sweep_energies(table: pd.DataFrame, path: str, x: str = 'lam',
+                        components: Sequence[str] = ('energy', 'interaction')) -> None:
+    """Per-electron energy and components vs a context parameter, one series per particle content.
+
+    Args:
+      table: ``qvmc.sweep.SweepResult.energies`` (needs ``<name>_per_electron`` and ``_err``).
+      path: output PNG.
+      x: the context parameter on the horizontal axis.
+      components: quantities to draw, one panel each.
+    """
+    names = [c for c in components if f'{c}_per_electron' in table]
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for (n, up, down), group in table.groupby(['N', 'n_up', 'n_down']):
+            group = group.sort_values(x)
+            ax.errorbar(group[x], group[f'{name}_per_electron'], yerr=group[f'{name}_per_electron_err'],
+                        fmt='-o', ms=3, label=f'N={n} ({up}↑{down}↓)')
+        ax.set(xlabel=x, ylabel=f'{name} / N', title=f'{name} per electron')
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_density_maps(density: pd.DataFrame, path: str, max_panels: int = 6) -> None:
+    """One-body density maps from ``SweepResult.density`` (one panel per context)."""
+    groups = _context_groups(density, max_panels)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.3 * len(groups), 3.4), squeeze=False)
+    for ax, (label, rows) in zip(axes[0], groups):
+        _map(ax, rows, 'density', 'viridis')
+        ax.set_title(label, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pair_correlation(pairs: pd.DataFrame, path: str, max_panels: int = 6) -> None:
+    """g(r) per channel (all, same-spin, opposite-spin) from ``SweepResult.pair_correlation``."""
+    groups = _context_groups(pairs, max_panels)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.3 * len(groups), 3.2), squeeze=False)
+    for ax, (label, rows) in zip(axes[0], groups):
+        for channel, sub in rows.groupby('channel', sort=False):
+            ax.plot(sub['r'], sub['g'], label=channel)
+        ax.set(xlabel='r', ylabel='g(r)')
+        ax.set_title(label, fontsize=7)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_wavefunction_slices(slices: pd.DataFrame, electrons: pd.DataFrame, path: str, max_panels: int = 4) -> None:
+    """|ψ(r, r2*, …, rN*)|² (top) and its sign or phase (bottom), fixed electrons marked."""
+    groups = _context_groups(slices, max_panels)
+    fig, axes = plt.subplots(2, len(groups), figsize=(3.3 * len(groups), 6.4), squeeze=False)
+    for i, (label, rows) in enumerate(groups):
+        _map(axes[0, i], rows, 'psi2', 'magma')
+        _map(axes[1, i], rows, 'phase', 'coolwarm')
+        fixed = electrons[(electrons['context'] == label) & ~electrons['moved'].astype(bool)]
+        for ax in axes[:, i]:
+            ax.scatter(fixed['x'], fixed['y'], marker='x', color='w' if ax is axes[0, i] else 'k', s=25)
+        axes[0, i].set_title(f'|ψ|², {label}', fontsize=7)
+        axes[1, i].set_title('phase (0 or π for a real ψ)', fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_transition(x, y, yerr, transition, path: str, xlabel: str = 'λ',
+                    ylabel: str = 'interaction energy per electron') -> None:
+    """Data with the two fitted branches and the located jump (``qvmc.analysis.Transition``)."""
+    x, y, yerr = (np.asarray(a, np.float64) for a in (x, y, yerr))
+    fig, (ax, ax_scan) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={'width_ratios': [2, 1]})
+    ax.errorbar(x, y, yerr=yerr, fmt='o', ms=3, color='k', label='sweep')
+    c = transition.position
+    for (a, b), side in ((transition.left, x <= c), (transition.right, x > c)):
+        xs = np.linspace(x.min(), x.max(), 50)
+        ax.plot(xs, a + b * xs, ':', color='0.6', lw=0.8)
+        ax.plot(x[side], a + b * x[side], '-', lw=1.5)
+    ax.axvspan(c - transition.position_err, c + transition.position_err, color='C3', alpha=0.15)
+    ax.axvline(c, color='C3', lw=1, label=f'jump at {c:.3f} ± {transition.position_err:.3f}, '
+                                           f'size {transition.jump:.3g} ± {transition.jump_err:.2g}')
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize=8)
+    ax_scan.plot(transition.scan['position'], transition.scan['chi2'], '-o', ms=3)
+    ax_scan.set(xlabel=f'break position ({xlabel})', ylabel='χ² of two branches', yscale='log')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

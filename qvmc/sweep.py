@@ -1,0 +1,377 @@
+"""Inference sweeps over contexts without optimization: energies and components with error bars,
+one-body density, pair correlation g(r) and a conditional wavefunction slice, as tidy DataFrames
+(CSV) and energy traces as ArviZ InferenceData (netCDF)."""
+
+import os
+import time
+import warnings
+from typing import Callable, Dict, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from qvmc import stats as qstats
+from qvmc.context import Context
+from qvmc.types import Params, PRNGKey
+from qvmc.vmc import TaskState, VMCConfig, make_task_functions
+from samplers.equilibration import BurnInReport, burn_in
+
+CHANNELS = ('all', 'same', 'opposite')  # pair channels: every pair, equal spins, opposite spins
+
+
+def simulation_cell(system, n_electrons: int) -> Optional[np.ndarray]:
+    """The periodic supercell ``[D, D]`` (rows, physical units) of N electrons, or None (open system)."""
+    supercell = getattr(system, 'supercell', None)
+    return None if supercell is None else np.asarray(supercell(n_electrons), np.float64)
+
+
+def inscribed_radius(cell: np.ndarray) -> float:
+    """Half the shortest lattice vector: minimum-image distances below it cover whole circles."""
+    ints = np.array([(i, j) for i in range(-2, 3) for j in range(-2, 3) if (i, j) != (0, 0)])
+    return 0.5 * float(np.min(np.linalg.norm(ints @ cell, axis=1)))
+
+
+def _pair_distances(x, cell):
+    """``[..., N, N]`` distances (minimum image in a periodic cell) of walkers ``[..., N, D]``."""
+    d = x[..., :, None, :] - x[..., None, :, :]
+    if cell is None:
+        return jnp.sqrt(jnp.sum(d**2, axis=-1))
+    cell_j = jnp.asarray(cell, x.dtype)
+    frac = d @ jnp.asarray(np.linalg.inv(cell), x.dtype)
+    frac = frac - jnp.round(frac)
+    shifts = jnp.asarray([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)], x.dtype)  # [9, 2]
+    images = (frac[..., None, :] + shifts) @ cell_j  # [..., N, N, 9, D]
+    return jnp.sqrt(jnp.min(jnp.sum(images**2, axis=-1), axis=-1))
+
+
+class ContextMeasurement(NamedTuple):
+    """Everything measured at one context (tables carry the context's columns).
+
+    Attributes:
+      context: the context.
+      row: one row of the energies table (see ``Sweep.run``).
+      density, pair_correlation, wavefunction_slice, slice_electrons: tidy DataFrames.
+      traces: ``{'energy': [W, T], component: [W, T]}`` local-energy traces.
+      burn_in: the ``BurnInReport`` of this context.
+      final: the walkers and step size after measurement (for carrying over).
+    """
+    context: Context
+    row: Dict[str, object]
+    density: pd.DataFrame
+    pair_correlation: pd.DataFrame
+    wavefunction_slice: pd.DataFrame
+    slice_electrons: pd.DataFrame
+    traces: Dict[str, np.ndarray]
+    burn_in: BurnInReport
+    final: TaskState
+
+
+class SweepResult(NamedTuple):
+    """Tables of a sweep (one block of rows per context) and the energy traces.
+
+    Attributes:
+      energies: one row per context: context columns, ``energy`` with ``_err``, ``_var``,
+        ``_tau``, ``_rhat``, ``_n``, ``_ess``; every component (``kinetic``, ``interaction``,
+        …) with ``_err``; ``energy_per_electron`` and ``<component>_per_electron`` with
+        ``_err``; ``burn_in_steps``, ``equilibrated``, ``carried_over``, ``acceptance``,
+        ``density_outside`` (fraction of electron samples outside the density grid),
+        ``num_walkers``, ``num_steps``, ``seconds``.
+      density: ``x``, ``y`` (bin centre), ``density`` (electrons per unit area), ``bin_area``;
+        Σ density·bin_area = N·(1 − density_outside).
+      pair_correlation: ``channel`` (all / same / opposite spin, ordered pairs), ``r``,
+        ``pair_density`` (ordered pairs per unit area at separation r, ∫ 2πr dr = pairs
+        within ``r_max``) and ``g``: ``A · pair_density / pairs`` in a periodic cell of area
+        A (→ 1 for uncorrelated electrons), ``pair_density / pairs`` in an open system
+        (the probability density of a pair's separation vector).
+      wavefunction_slice: ``x``, ``y`` of the moved electron, ``log_abs_psi``, ``psi2``
+        (|ψ|² divided by its maximum on the grid), ``sign`` (real part of ψ/|ψ|), ``phase``.
+      slice_electrons: the reference configuration: ``electron``, ``spin``, ``x``, ``y`` (wrapped
+        into the supercell for periodic systems), ``moved`` (the electron scanned over the grid).
+      traces: ``arviz.InferenceData``: posterior variables ``energy`` and components with
+        dims ``(chain = walker, draw = step, context)``; coordinates for the context parameters.
+    """
+    energies: pd.DataFrame
+    density: pd.DataFrame
+    pair_correlation: pd.DataFrame
+    wavefunction_slice: pd.DataFrame
+    slice_electrons: pd.DataFrame
+    traces: object
+
+    def save(self, directory: str) -> Dict[str, str]:
+        """Writes the tables as CSV and the traces as netCDF (h5netcdf); returns the paths."""
+        os.makedirs(directory, exist_ok=True)
+        paths = {}
+        for name in ('energies', 'density', 'pair_correlation', 'wavefunction_slice', 'slice_electrons'):
+            paths[name] = os.path.join(directory, f'{name}.csv')
+            getattr(self, name).to_csv(paths[name], index=False)
+        if self.traces is not None:
+            paths['traces'] = os.path.join(directory, 'traces.nc')
+            self.traces.to_netcdf(paths['traces'])
+        return paths
+
+
+class Sweep:
+    """Measures a trained conditional model at many contexts (jitted once per particle content).
+
+    Args:
+      wavefunction: an ``ansatz.base.Wavefunction``.
+      system: the Hamiltonian family (``QuantumDot``, ``MoireSystem``, …).
+      config: ``VMCConfig`` (sampler, sub-steps, kinetic method, chunking).
+      density_bins: B, the density grid is B × B (over ``[-extent, extent]²`` or the supercell).
+      pair_bins: bins of g(r) up to ``r_max``.
+      slice_bins: the wavefunction slice grid is slice_bins × slice_bins.
+      slice_electron: the electron moved in the slice (the others stay at the most probable
+        sampled configuration).
+    """
+
+    def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), *, density_bins: int = 48,
+                 pair_bins: int = 40, slice_bins: int = 40, slice_electron: int = 0):
+        for name, v in (('density_bins', density_bins), ('pair_bins', pair_bins), ('slice_bins', slice_bins)):
+            if v <= 0:
+                raise ValueError(f'{name} must be > 0, got {v}.')
+        self.wavefunction, self.system, self.config = wavefunction, system, config
+        self.density_bins, self.pair_bins, self.slice_bins = density_bins, pair_bins, slice_bins
+        self.slice_electron = slice_electron
+        self._compiled = {}
+
+    def _psi(self, spins):
+        def psi(params, x, values):  # (sign or phase, log|ψ|) of one walker in physical units
+            scale = self.system.length_scale(values)
+            cond = self.system.context_features(values, *spins)
+            return self.wavefunction.apply(params, x / scale, cond, spins, self.system.coupling(values))
+        return psi
+
+    def _functions(self, spins):
+        if spins in self._compiled:
+            return self._compiled[spins]
+        fns = make_task_functions(self.wavefunction, self.system, spins, self.config)
+        cell = simulation_cell(self.system, sum(spins))
+        bins, pbins = self.density_bins, self.pair_bins
+        up = np.arange(sum(spins)) < spins[0]
+        off = ~np.eye(sum(spins), dtype=bool)
+        masks = jnp.asarray(np.stack([off, off & (up[:, None] == up[None, :]), off & (up[:, None] != up[None, :])]))
+
+        def histograms(x, extent, r_max):
+            if cell is None:
+                idx = jnp.floor((x + extent) / (2 * extent) * bins).astype(jnp.int32)
+                inside = jnp.all((idx >= 0) & (idx < bins), axis=-1)
+                flat = jnp.where(inside, idx[..., 0] * bins + idx[..., 1], bins * bins)
+            else:
+                frac = jnp.mod(x @ jnp.asarray(np.linalg.inv(cell), x.dtype), 1.0)
+                idx = jnp.clip(jnp.floor(frac * bins).astype(jnp.int32), 0, bins - 1)
+                flat = idx[..., 0] * bins + idx[..., 1]
+            density = jnp.bincount(flat.ravel(), length=bins * bins + 1)
+            r = _pair_distances(x, cell)
+            rbin = jnp.where(r < r_max, jnp.floor(r / r_max * pbins).astype(jnp.int32), pbins)
+            pair = jax.vmap(lambda m: jnp.bincount(jnp.where(m, rbin, pbins).ravel(), length=pbins + 1))(masks)
+            return density, pair
+
+        def measure(rng_key, params, task, values, extent, r_max, num_steps: int):
+            def body(task, key):
+                task, info = fns.sample(key, params, task, values, adapt=False)
+                e_loc, comps = fns.energies(params, task.walkers, values)
+                density, pair = histograms(task.walkers, extent, r_max)
+                return task, (e_loc, comps, info.acceptance, density, pair)
+            return jax.lax.scan(body, task, jax.random.split(rng_key, num_steps))
+
+        def burn(rng_key, params, task, values, num_steps: int):
+            def body(task, key):
+                task, _ = fns.sample(key, params, task, values)
+                return task, fns.energies(params, task.walkers, values)[0]
+            return jax.lax.scan(body, task, jax.random.split(rng_key, num_steps))
+
+        psi = self._psi(spins)
+        batch_psi = jax.vmap(psi, in_axes=(None, 0, None))
+        compiled = (jax.jit(measure, static_argnames='num_steps'), jax.jit(burn, static_argnames='num_steps'),
+                    jax.jit(batch_psi), cell)
+        self._compiled[spins] = compiled
+        return compiled
+
+    def measure(self, params: Params, ctx: Context, rng_key: PRNGKey, *, walkers=None, step_size=None,
+                num_walkers: int = 256, num_steps: int = 200, burn_in_chunk: int = 20, min_burn_in: int = 40,
+                max_burn_in: int = 400, extent: Optional[float] = None,
+                r_max: Optional[float] = None) -> ContextMeasurement:
+        """Equilibrates walkers at ``ctx`` (fresh, or ``walkers [W, N, D]`` carried over) until
+        ``samplers.equilibration.check_equilibrium`` passes, then measures with a frozen step.
+
+        Args:
+          params: trained parameters.
+          ctx: any valid context (seen in training or not).
+          rng_key: JAX PRNG key.
+          walkers, step_size: starting walkers and step size (default: fresh walkers).
+          num_walkers: walkers when starting fresh.
+          num_steps: measurement MCMC calls (draws per walker).
+          burn_in_chunk, min_burn_in, max_burn_in: see ``samplers.burn_in``.
+          extent: half-width of the open-system density grid (default from the walkers).
+          r_max: largest pair distance of g(r) (default: twice ``extent``, or the
+            supercell's inscribed radius).
+        """
+        self.system.validate(ctx)
+        start = time.time()
+        measure, burn, batch_psi, cell = self._functions(ctx.spins)
+        key_init, key_burn, key_measure = jax.random.split(rng_key, 3)
+        carried = walkers is not None
+        if not carried:
+            walkers = self.system.init_walkers(key_init, ctx, num_walkers)
+        walkers = jnp.asarray(walkers)
+        if walkers.ndim != 3 or walkers.shape[1] != ctx.n_electrons:
+            raise ValueError(f'walkers must be [W, N={ctx.n_electrons}, D] for {ctx.label()}, got {walkers.shape}.')
+        step = self.config.initial_step_size if step_size is None else step_size
+        task = TaskState(walkers, jnp.asarray(step, walkers.dtype))
+        values = ctx.values
+
+        def run_chunk(task, first, n):
+            task, e_loc = burn(jax.random.fold_in(key_burn, first), params, task, values, num_steps=n)
+            return task, np.asarray(e_loc, np.float64).T
+        task, report = burn_in(run_chunk, task, chunk=burn_in_chunk, min_steps=min_burn_in, max_steps=max_burn_in)
+
+        positions = np.asarray(task.walkers, np.float64)
+        if extent is None:
+            extent = float(1.15 * np.quantile(np.linalg.norm(positions, axis=-1), 0.999))
+        if r_max is None:
+            r_max = 2.0 * extent if cell is None else inscribed_radius(cell)
+        dtype = task.walkers.dtype
+        task, (e_loc, comps, acc, density, pair) = measure(
+            key_measure, params, task, values, jnp.asarray(extent, dtype), jnp.asarray(r_max, dtype),
+            num_steps=num_steps)
+        traces = {'energy': np.asarray(e_loc, np.float64).T}
+        traces.update({k: np.asarray(v, np.float64).T for k, v in comps.items()})
+        if not all(np.all(np.isfinite(t)) for t in traces.values()):
+            raise FloatingPointError(f'Non-finite local energies while measuring {ctx.label()}.')
+        samples = traces['energy'].size  # walker samples, each with N electrons
+        density_counts = np.asarray(density, np.int64).sum(axis=0)
+        pair_counts = np.asarray(pair, np.int64).sum(axis=0)
+
+        row = self._energy_row(ctx, traces, report, carried, float(np.mean(acc)), time.time() - start)
+        row['density_outside'] = float(density_counts[-1]) / (samples * ctx.n_electrons)
+        labels = {'context': ctx.label(), **ctx.as_dict()}
+        frames = (self._density_frame(density_counts, samples, extent, cell, labels),
+                  self._pair_frame(pair_counts, samples, r_max, cell, ctx, labels))
+        slice_frame, electrons = self._slice(params, ctx, task.walkers, batch_psi, extent, cell, labels)
+        return ContextMeasurement(ctx, row, frames[0], frames[1], slice_frame, electrons, traces, report, task)
+
+    def _energy_row(self, ctx, traces, report, carried, acceptance, seconds):
+        n = ctx.n_electrons
+        row = {'context': ctx.label(), **ctx.as_dict()}
+        energy = qstats.compute_stats(traces['energy'])
+        row.update(energy.to_row('energy'))
+        row.update(energy_per_electron=energy.mean / n, energy_per_electron_err=energy.error / n)
+        for name, trace in traces.items():
+            if name == 'energy':
+                continue
+            s = qstats.compute_stats(trace)
+            row.update({name: s.mean, f'{name}_err': s.error, f'{name}_per_electron': s.mean / n,
+                        f'{name}_per_electron_err': s.error / n})
+        w, t = traces['energy'].shape
+        row.update(burn_in_steps=report.steps, equilibrated=report.equilibrated, carried_over=carried,
+                   acceptance=acceptance, num_walkers=w, num_steps=t, seconds=seconds)
+        return row
+
+    def _grid(self, bins, extent, cell):
+        """Bin centres ``[B·B, D]`` (row-major: first index along x or a1) and the bin area."""
+        centres = (np.arange(bins) + 0.5) / bins
+        u, v = np.meshgrid(centres, centres, indexing='ij')
+        frac = np.stack([u.ravel(), v.ravel()], axis=1)
+        if cell is None:
+            return (2 * frac - 1) * extent, (2 * extent / bins)**2
+        return frac @ cell, abs(np.linalg.det(cell)) / bins**2
+
+    def _density_frame(self, counts, samples, extent, cell, labels):
+        points, area = self._grid(self.density_bins, extent, cell)
+        frame = pd.DataFrame({'x': points[:, 0], 'y': points[:, 1],
+                              'density': counts[:-1] / (samples * area), 'bin_area': area})
+        return frame.assign(**labels)[list(labels) + list(frame.columns)]
+
+    def _pair_frame(self, counts, samples, r_max, cell, ctx, labels):
+        edges = np.linspace(0.0, r_max, self.pair_bins + 1)
+        shell = np.pi * (edges[1:]**2 - edges[:-1]**2)
+        up, down = ctx.spins
+        pairs = {'all': ctx.n_electrons * (ctx.n_electrons - 1), 'same': up * (up - 1) + down * (down - 1),
+                 'opposite': 2 * up * down}
+        area = 1.0 if cell is None else abs(np.linalg.det(cell))
+        frames = []
+        for c, channel in enumerate(CHANNELS):
+            if pairs[channel] == 0:
+                continue
+            pair_density = counts[c, :-1] / (samples * shell)
+            frames.append(pd.DataFrame({'channel': channel, 'r': 0.5 * (edges[1:] + edges[:-1]),
+                                        'pair_density': pair_density, 'g': area * pair_density / pairs[channel]}))
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=['channel', 'r', 'pair_density', 'g'])
+        return frame.assign(**labels)[list(labels) + ['channel', 'r', 'pair_density', 'g']]
+
+    def _slice(self, params, ctx, walkers, batch_psi, extent, cell, labels):
+        """|ψ|² and phase with one electron moved over a grid, the others at the most probable sample."""
+        values = ctx.values
+        _, logabs = batch_psi(params, walkers, values)
+        reference = np.asarray(walkers[int(jnp.argmax(logabs))])
+        moved = self.slice_electron % ctx.n_electrons
+        points, _ = self._grid(self.slice_bins, extent, cell)
+        configs = np.repeat(reference[None], len(points), axis=0)
+        configs[:, moved] = points
+        sign, logabs = batch_psi(params, jnp.asarray(configs, walkers.dtype), values)
+        logabs, sign = np.asarray(logabs, np.float64), np.asarray(sign)
+        finite = np.isfinite(logabs)
+        top = np.max(logabs[finite]) if finite.any() else 0.0
+        frame = pd.DataFrame({'x': points[:, 0], 'y': points[:, 1], 'log_abs_psi': logabs,
+                              'psi2': np.where(finite, np.exp(2 * (logabs - top)), 0.0),
+                              'sign': np.real(sign).astype(np.float64), 'phase': np.angle(sign).astype(np.float64)})
+        shown = reference if cell is None else np.mod(reference @ np.linalg.inv(cell), 1.0) @ cell  # in the cell
+        electrons = pd.DataFrame({'electron': np.arange(ctx.n_electrons),
+                                  'spin': np.where(np.arange(ctx.n_electrons) < ctx.n_up, 'up', 'down'),
+                                  'x': shown[:, 0], 'y': shown[:, 1],
+                                  'moved': np.arange(ctx.n_electrons) == moved})
+        return (frame.assign(**labels)[list(labels) + list(frame.columns)],
+                electrons.assign(**labels)[list(labels) + list(electrons.columns)])
+
+    def run(self, params: Params, contexts: Sequence[Context], rng_key: PRNGKey, *, carry_over: bool = True,
+            print_fn: Optional[Callable[[str], None]] = None, **measure_kwargs) -> SweepResult:
+        """``measure`` at every context, in the given order; tables concatenated.
+
+        With ``carry_over`` a context starts from the final walkers of the previous context
+        with the same particle content (e.g. a λ sweep at fixed N); burn-in still runs until
+        the equilibration check passes. The keyword arguments go to ``measure``.
+        """
+        if not contexts:
+            raise ValueError('run needs at least one context.')
+        results, last = [], {}
+        for i, ctx in enumerate(contexts):
+            start = last.get(ctx.spins) if carry_over else None
+            kwargs = dict(measure_kwargs)
+            if start is not None:
+                kwargs.update(walkers=start.walkers, step_size=start.step_size)
+            result = self.measure(params, ctx, jax.random.fold_in(rng_key, i), **kwargs)
+            last[ctx.spins] = result.final
+            results.append(result)
+            if print_fn:
+                r = result.row
+                print_fn(f'{ctx.label()}: E = {qstats.format_value_error(r["energy"], r["energy_err"])}  '
+                         f'burn-in {r["burn_in_steps"]}{"" if r["equilibrated"] else " (not equilibrated)"}  '
+                         f'{r["seconds"]:.1f} s')
+        cat = lambda name: pd.concat([getattr(r, name) for r in results], ignore_index=True)
+        return SweepResult(pd.DataFrame([r.row for r in results]), cat('density'), cat('pair_correlation'),
+                           cat('wavefunction_slice'), cat('slice_electrons'), traces_to_arviz(results))
+
+
+def traces_to_arviz(results: Sequence[ContextMeasurement]):
+    """Energy traces of several contexts as ``arviz.InferenceData`` with dims ``(chain, draw, context)``.
+
+    Returns None when the contexts differ in walkers, steps or components (not stackable).
+    """
+    shapes = {(r.traces['energy'].shape, tuple(sorted(r.traces))) for r in results}
+    if len(shapes) != 1:
+        return None
+    names = sorted(results[0].traces)
+    posterior = {n: np.stack([r.traces[n] for r in results], axis=-1) for n in names}
+    labels = [r.context.label() for r in results]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)  # arviz 0.23 announces its refactor on import
+        warnings.simplefilter('ignore', UserWarning)  # 'more chains than draws': walkers are chains here
+        import arviz  # pylint: disable=import-outside-toplevel
+        idata = arviz.from_dict(posterior=posterior, coords={'context': labels}, dims={n: ['context'] for n in names})
+    extra = {k: ('context', [r.context.as_dict()[k] for r in results]) for k in results[0].context.as_dict()
+             if all(k in r.context.as_dict() for r in results)}
+    idata.posterior = idata.posterior.assign_coords(**extra)
+    return idata
