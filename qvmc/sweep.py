@@ -73,8 +73,8 @@ class SweepResult(NamedTuple):
 
     Attributes:
       energies: one row per context: context columns, ``energy`` with ``_err``, ``_var``,
-        ``_tau``, ``_rhat``, ``_n``, ``_ess``; every component (``kinetic``, ``interaction``,
-        …) with ``_err``; ``energy_per_electron`` and ``<component>_per_electron`` with
+        ``_tau``, ``_rhat``, ``_n``, ``_ess``; every component in alphabetical order
+        (``interaction``, ``kinetic``, ``trap`` or ``moire``, …) with ``_err``; ``energy_per_electron`` and ``<component>_per_electron`` with
         ``_err``; ``burn_in_steps``, ``equilibrated``, ``carried_over``, ``acceptance``,
         ``density_outside`` (fraction of electron samples outside the density grid),
         ``num_walkers``, ``num_steps``, ``seconds``.
@@ -168,26 +168,20 @@ class Sweep:
             pair = jax.vmap(lambda m: jnp.bincount(jnp.where(m, rbin, pbins).ravel(), length=pbins + 1))(masks)
             return density, pair
 
-        def measure(rng_key, params, task, values, extent, r_max, num_steps: int):
+        def run(rng_key, params, task, values, extent, r_max, adapt, num_steps: int):
+            # One function for burn-in (adapt=True) and measurement (adapt=False: the proposal
+            # step stays frozen), so each particle content compiles once per chunk length.
             def body(task, key):
-                task, info = fns.sample(key, params, task, values, adapt=False)
+                moved, info = fns.sample(key, params, task, values)
+                task = TaskState(moved.walkers, jnp.where(adapt, moved.step_size, task.step_size))
                 e_loc, comps = fns.energies(params, task.walkers, values)
                 density, pair = histograms(task.walkers, extent, r_max)
                 return task, (e_loc, comps, info.acceptance, density, pair)
             return jax.lax.scan(body, task, jax.random.split(rng_key, num_steps))
 
-        def burn(rng_key, params, task, values, num_steps: int):
-            def body(task, key):
-                task, _ = fns.sample(key, params, task, values)
-                return task, fns.energies(params, task.walkers, values)[0]
-            return jax.lax.scan(body, task, jax.random.split(rng_key, num_steps))
-
-        psi = self._psi(spins)
-        batch_psi = jax.vmap(psi, in_axes=(None, 0, None))
-        compiled = (jax.jit(measure, static_argnames='num_steps'), jax.jit(burn, static_argnames='num_steps'),
-                    jax.jit(batch_psi), cell)
-        self._compiled[spins] = compiled
-        return compiled
+        batch_psi = jax.vmap(self._psi(spins), in_axes=(None, 0, None))
+        self._compiled[spins] = (jax.jit(run, static_argnames='num_steps'), jax.jit(batch_psi), cell)
+        return self._compiled[spins]
 
     def measure(self, params: Params, ctx: Context, rng_key: PRNGKey, *, walkers=None, step_size=None,
                 num_walkers: int = 256, num_steps: int = 200, burn_in_chunk: int = 20, min_burn_in: int = 40,
@@ -202,7 +196,8 @@ class Sweep:
           rng_key: JAX PRNG key.
           walkers, step_size: starting walkers and step size (default: fresh walkers).
           num_walkers: walkers when starting fresh.
-          num_steps: measurement MCMC calls (draws per walker).
+          num_steps: measurement MCMC calls (draws per walker), run in chunks of ``burn_in_chunk``
+            (a multiple of it avoids compiling a second chunk length).
           burn_in_chunk, min_burn_in, max_burn_in: see ``samplers.burn_in``.
           extent: half-width of the open-system density grid (default from the walkers).
           r_max: largest pair distance of g(r) (default: twice ``extent``, or the
@@ -210,7 +205,7 @@ class Sweep:
         """
         self.system.validate(ctx)
         start = time.time()
-        measure, burn, batch_psi, cell = self._functions(ctx.spins)
+        run, batch_psi, cell = self._functions(ctx.spins)
         key_init, key_burn, key_measure = jax.random.split(rng_key, 3)
         carried = walkers is not None
         if not carried:
@@ -220,11 +215,12 @@ class Sweep:
             raise ValueError(f'walkers must be [W, N={ctx.n_electrons}, D] for {ctx.label()}, got {walkers.shape}.')
         step = self.config.initial_step_size if step_size is None else step_size
         task = TaskState(walkers, jnp.asarray(step, walkers.dtype))
-        values = ctx.values
+        values, dtype = ctx.values, walkers.dtype
+        one = jnp.asarray(1.0, dtype)
 
         def run_chunk(task, first, n):
-            task, e_loc = burn(jax.random.fold_in(key_burn, first), params, task, values, num_steps=n)
-            return task, np.asarray(e_loc, np.float64).T
+            task, out = run(jax.random.fold_in(key_burn, first), params, task, values, one, one, True, num_steps=n)
+            return task, np.asarray(out[0], np.float64).T
         task, report = burn_in(run_chunk, task, chunk=burn_in_chunk, min_steps=min_burn_in, max_steps=max_burn_in)
 
         positions = np.asarray(task.walkers, np.float64)
@@ -232,10 +228,14 @@ class Sweep:
             extent = float(1.15 * np.quantile(np.linalg.norm(positions, axis=-1), 0.999))
         if r_max is None:
             r_max = 2.0 * extent if cell is None else inscribed_radius(cell)
-        dtype = task.walkers.dtype
-        task, (e_loc, comps, acc, density, pair) = measure(
-            key_measure, params, task, values, jnp.asarray(extent, dtype), jnp.asarray(r_max, dtype),
-            num_steps=num_steps)
+        chunks, done = [], 0
+        while done < num_steps:  # measured in chunks of the burn-in length: no further compilation
+            n = min(burn_in_chunk, num_steps - done)
+            task, out = run(jax.random.fold_in(key_measure, done), params, task, values, jnp.asarray(extent, dtype),
+                            jnp.asarray(r_max, dtype), False, num_steps=n)
+            chunks.append(jax.tree.map(np.asarray, out))
+            done += n
+        e_loc, comps, acc, density, pair = jax.tree.map(lambda *a: np.concatenate(a, axis=0), *chunks)
         traces = {'energy': np.asarray(e_loc, np.float64).T}
         traces.update({k: np.asarray(v, np.float64).T for k, v in comps.items()})
         if not all(np.all(np.isfinite(t)) for t in traces.values()):
@@ -255,13 +255,13 @@ class Sweep:
     def _energy_row(self, ctx, traces, report, carried, acceptance, seconds):
         n = ctx.n_electrons
         row = {'context': ctx.label(), **ctx.as_dict()}
-        energy = qstats.compute_stats(traces['energy'])
+        with np.errstate(invalid='ignore', divide='ignore'):
+            energy = qstats.compute_stats(traces['energy'])
         row.update(energy.to_row('energy'))
         row.update(energy_per_electron=energy.mean / n, energy_per_electron_err=energy.error / n)
-        for name, trace in traces.items():
-            if name == 'energy':
-                continue
-            s = qstats.compute_stats(trace)
+        for name in sorted(set(traces) - {'energy'}):
+            with np.errstate(invalid='ignore', divide='ignore'):  # R-hat of a constant trace is NaN
+                s = qstats.compute_stats(traces[name])
             row.update({name: s.mean, f'{name}_err': s.error, f'{name}_per_electron': s.mean / n,
                         f'{name}_per_electron_err': s.error / n})
         w, t = traces['energy'].shape

@@ -3,6 +3,7 @@ goes, a progress line with ETA, rotating checksummed checkpoints, and exact resu
 
 import csv
 import dataclasses
+import io
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -220,13 +221,16 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
         history_path = os.path.join(run_dir, HISTORY_NAME)
         burn_path = os.path.join(run_dir, BURN_IN_NAME)
         state, rng_key = _resume(vmc, state, rng_key, run_dir, metadata, say)
-        _truncate_csv(history_path, lambda steps: steps <= state.step)
-        _truncate_csv(burn_path, lambda steps: steps < state.step)
+    wanted = _walker_target(vmc, state, schedule, total_walkers)  # validated before anything is written
+    if run_dir is not None:
+        _truncate_csv(history_path, lambda step: step <= state.step)
+        _truncate_csv(burn_path, lambda step: step < state.step)
 
     history, burn_log = _CsvAppender(history_path), _CsvAppender(burn_path)
     progress = Progress(num_steps, log_every, print_fn)
     try:
-        state = _honour_walker_count(vmc, state, rng_key, schedule, total_walkers, burn_opts, burn_log, say)
+        if wanted is not None:
+            state = _resize(vmc, state, rng_key, wanted, burn_opts, burn_log, say)
         while state.step < num_steps:
             t = state.step
             if schedule is not None and tuple(schedule.contexts_at(t)) != vmc.state_contexts(state):
@@ -263,13 +267,22 @@ def _switch(vmc, state, key, contexts, total_walkers, burn_opts, burn_log, say):
     return state
 
 
-def _honour_walker_count(vmc, state, rng_key, schedule, total_walkers, burn_opts, burn_log, say):
-    """Resizes the blocks to the requested walker count (cut to a prefix, or grown and burned in)."""
+def _walker_target(vmc, state, schedule, total_walkers):
+    """The walker total the blocks must be resized to now, or None (unchanged, or the schedule
+    switches at this step and sets it); raises ``ValueError`` if it does not divide into the blocks."""
     contexts = vmc.state_contexts(state)
     current = sum(int(np.shape(b.walkers)[0]) for b in state.tasks)
     wanted = vmc.config.num_walkers * len(contexts) if total_walkers is None else total_walkers
     if wanted == current or (schedule is not None and tuple(schedule.contexts_at(state.step)) != contexts):
-        return state  # unchanged, or the switch at this step sets the new count anyway
+        return None
+    samplers.block_size(wanted, len(contexts))
+    return wanted
+
+
+def _resize(vmc, state, rng_key, wanted, burn_opts, burn_log, say):
+    """Resizes the blocks to ``wanted`` walkers in all (cut to a prefix, or grown and burned in)."""
+    contexts = vmc.state_contexts(state)
+    current = sum(int(np.shape(b.walkers)[0]) for b in state.tasks)
     key = jax.random.fold_in(jax.random.fold_in(rng_key, _RESIZE_SALT), state.step)
     key_assign, key_burn = jax.random.split(key)
     state, assignment = vmc.reassign(key_assign, state, contexts, total_walkers=wanted)
@@ -331,27 +344,44 @@ def _key_from_host(stored: Dict[str, Any]):
     return jax.numpy.asarray(stored['data'])
 
 
-def _truncate_csv(path: str, keep_steps: Callable) -> None:
-    """Keeps the rows whose ``step`` passes ``keep_steps`` (the rest will be recomputed)."""
+def _truncate_csv(path: str, keep_step: Callable[[float], bool]) -> None:
+    """Keeps the rows whose ``step`` passes ``keep_step`` (the rest will be recomputed).
+
+    A last line without its newline (cut by a crash) is dropped. The file is rewritten
+    (atomically) only when something is dropped; one without a ``step`` column is renamed
+    ``*.unreadable``.
+    """
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return
-    try:  # a line cut by a crash is skipped, never the whole file
-        frame = pd.read_csv(path, on_bad_lines='skip')
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        frame = None
-    if frame is None or 'step' not in frame:
+    with open(path, newline='') as f:
+        text = f.read()
+    whole = text if text.endswith('\n') else text[:text.rfind('\n') + 1]
+    rows = list(csv.reader(io.StringIO(whole)))
+    if not rows or 'step' not in rows[0]:
         os.replace(path, path + '.unreadable')
         return
-    steps = pd.to_numeric(frame['step'], errors='coerce')
-    keep = frame[steps.notna() & keep_steps(steps)]
+    column, width = rows[0].index('step'), len(rows[0])
+    keep = [rows[0]] + [r for r in rows[1:] if len(r) == width and _is_number(r[column])
+                        and keep_step(float(r[column]))]
+    if len(keep) == len(rows) and whole == text:
+        return
     tmp = path + '.tmp'
-    keep.to_csv(tmp, index=False)
+    with open(tmp, 'w', newline='') as f:
+        csv.writer(f).writerows(keep)
     os.replace(tmp, path)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _truncate_history(path: str, last_step: int) -> None:
     """Drops history rows newer than the checkpoint (kept for callers of older versions)."""
-    _truncate_csv(path, lambda steps: steps <= last_step)
+    _truncate_csv(path, lambda step: step <= last_step)
 
 
 def load_history(run_dir: str) -> pd.DataFrame:

@@ -24,3 +24,28 @@ def test_quantum_dot_foundation_driver(tmp_path):
     assert len(table) == 11 and table['energy'].notna().all()
     assert set(table['split']) == {'train', 'held-out'}
     assert 'reference' in result.stdout
+
+
+def test_moire_transition_driver(tmp_path):
+    """Blockwise training over λ, a λ sweep and the transition fit, at the smallest sizes."""
+    run_dir = tmp_path / 'moire'
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    cmd = [sys.executable, os.path.join(ROOT, 'examples', 'moire_transition.py'), '--run-dir', str(run_dir),
+           '--steps', '4', '--block-length', '2', '--stages', '0:2', '--walkers', '16', '--hidden', '8',
+           '--substeps', '3', '--sweep-points', '5', '--eval-walkers', '16', '--eval-steps', '8',
+           '--burn-in', '4', '8', '16']
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ('history.csv', 'burn_in.csv', 'checkpoint.pkl', 'training.png'):
+        assert (run_dir / name).exists(), name
+    sweep = run_dir / 'sweep'
+    for name in ('energies.csv', 'density.csv', 'pair_correlation.csv', 'wavefunction_slice.csv', 'traces.nc',
+                 'transition.csv', 'transition.png', 'densities.png', 'pair_correlation.png',
+                 'wavefunction_slices.png'):
+        assert (sweep / name).exists(), name
+    energies = pd.read_csv(sweep / 'energies.csv')
+    assert len(energies) == 5 and energies['interaction_per_electron'].notna().all()
+    assert set(pd.read_csv(run_dir / 'burn_in.csv')['step']) == {2}  # the one block boundary after the start
+    transition = pd.read_csv(sweep / 'transition.csv')
+    assert transition['epsilon'].iloc[0] == 5.0 and 0.6 <= transition['position'].iloc[0] <= 1.6
+    assert 'jump in interaction energy per electron' in result.stdout

@@ -1,0 +1,228 @@
+"""Crash safety and resume: SIGKILL a training process (also inside a checkpoint write), resume,
+finish, and match an uninterrupted run exactly; walker-count changes, bad checkpoints, transfer."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+import pandas as pd
+import pytest
+
+from ansatz import FermiSetsConfig, make_fermi_sets
+from hamiltonians import QuantumDot
+from qvmc import VMC, VMCConfig, checkpoint
+from qvmc.train import load_burn_in, load_history, train
+from qvmc.transfer import transfer_state
+from qvmc.vmc import make_log_psi
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
+NUM_STEPS = 12
+
+WORKER = r'''
+import os, sys, time
+os.environ['JAX_PLATFORMS'] = 'cpu'
+import jax
+jax.config.update('jax_enable_x64', True)
+jax.config.update('jax_disable_most_optimizations', True)
+jax.config.update('jax_compilation_cache_dir', sys.argv[2])  # later processes skip compilation
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
+import optax
+from ansatz import FermiSetsConfig, make_fermi_sets
+from hamiltonians import QuantumDot
+from qvmc import VMC, VMCConfig, checkpoint
+from qvmc.schedule import BlockwiseSchedule
+from qvmc.train import train
+
+run_dir, num_steps = sys.argv[1], int(sys.argv[3])
+pause_at = int(os.environ.get('PAUSE_IN_SAVE_AT', '0'))
+if pause_at:  # stop inside the pause_at-th checkpoint write, half of it on disk
+    original, calls = checkpoint._write, [0]
+    def paused_write(f, data):
+        calls[0] += 1
+        if calls[0] == pause_at:
+            f.write(data[:len(data) // 2])
+            f.flush()
+            open(os.path.join(run_dir, 'PAUSED'), 'w').close()
+            time.sleep(600)
+        original(f, data)
+    checkpoint._write = paused_write
+dot = QuantumDot()
+sched = BlockwiseSchedule(dot.context(1, 1), 'lam', (0.0, 4.0), block_length=4, num_contexts=2, seed=3)
+vmc = VMC(make_fermi_sets(FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)),
+          dot, sched.contexts_at(0), optax.adam(1e-2),
+          VMCConfig(num_walkers=16, mcmc_substeps=3, kinetic_method='hessian'))
+key = jax.random.PRNGKey(7)
+train(vmc, vmc.init(key), key, num_steps, run_dir=run_dir, checkpoint_every=2, keep_checkpoints=2,
+      schedule=sched, burn_in_options=dict(chunk=4, min_steps=8, max_steps=24), log_every=1,
+      print_fn=lambda line: print(line, flush=True))
+print('FINISHED', flush=True)
+'''
+
+
+def _start(worker, run_dir, cache, **env_extra):
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               **env_extra)
+    log = open(os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + '.log'), 'a')
+    return subprocess.Popen([sys.executable, worker, run_dir, cache, str(NUM_STEPS)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def _wait_for(predicate, process, timeout=300.0):
+    """Polls until ``predicate()`` holds or the process exits; True if the predicate held."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return predicate()
+        time.sleep(0.02)
+    raise TimeoutError('worker did not reach the expected point in time')
+
+
+def _kill(process):
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def _newest_step(run_dir):
+    found = checkpoint.list_checkpoints(run_dir) if os.path.isdir(run_dir) else []
+    return found[0][0] if found else 0
+
+
+def _assert_all_readable(run_dir):
+    """Every checkpoint file on disk (numbered and the ``checkpoint.pkl`` alias) passes its checksum."""
+    names = [n for n in os.listdir(run_dir) if n.endswith('.pkl')]
+    for name in names:
+        payload = checkpoint.load_payload(os.path.join(run_dir, name))
+        assert payload['state']['train_state'][0] > 0
+    return names
+
+
+def _flat(payload):
+    state = payload['state']
+    train_state = state['train_state']
+    return jax.tree.leaves((train_state[1], train_state[2], train_state[3])), train_state, state
+
+
+def test_sigkill_anywhere_then_resume_matches_uninterrupted_run(tmp_path):
+    worker = str(tmp_path / 'worker.py')
+    with open(worker, 'w') as f:
+        f.write(WORKER)
+    cache = str(tmp_path / 'jax_cache')
+    reference, run = str(tmp_path / 'reference'), str(tmp_path / 'killed')
+
+    p = _start(worker, reference, cache)
+    assert p.wait(timeout=600) == 0, open(reference + '.log').read()[-3000:]
+
+    # 1. Killed while writing its second checkpoint (step 4), half of the bytes in a temporary file.
+    p = _start(worker, run, cache, PAUSE_IN_SAVE_AT='2')
+    assert _wait_for(lambda: os.path.exists(os.path.join(run, 'PAUSED')), p), open(run + '.log').read()[-3000:]
+    _kill(p)
+    os.remove(os.path.join(run, 'PAUSED'))
+    assert [n for n in os.listdir(run) if n.startswith(checkpoint.TEMP_PREFIX)]  # the unfinished write
+    assert _newest_step(run) == 2 and _assert_all_readable(run)
+
+    # 2. Killed at random moments after it made progress, twice.
+    rng = random.Random(0)
+    for _ in range(2):
+        before = _newest_step(run)
+        p = _start(worker, run, cache)
+        _wait_for(lambda: _newest_step(run) > before, p)
+        time.sleep(rng.uniform(0.0, 0.4))
+        _kill(p)
+        _assert_all_readable(run)
+
+    # 3. Resumed to the end.
+    p = _start(worker, run, cache)
+    assert p.wait(timeout=600) == 0, open(run + '.log').read()[-3000:]
+    log = open(run + '.log').read()
+    assert log.count('Resuming from') >= 3 and 'removed 1 unfinished checkpoint temporary' in log
+    assert not [n for n in os.listdir(run) if n.startswith(checkpoint.TEMP_PREFIX)]
+    assert sorted(_assert_all_readable(run)) == ['checkpoint-00000010.pkl', 'checkpoint-00000012.pkl',
+                                                 'checkpoint.pkl']
+
+    ref_leaves, ref_state, ref_extra = _flat(checkpoint.load_payload(os.path.join(reference, 'checkpoint.pkl')))
+    got_leaves, got_state, got_extra = _flat(checkpoint.load_payload(os.path.join(run, 'checkpoint.pkl')))
+    assert got_state[0] == ref_state[0] == NUM_STEPS and got_state[4] == ref_state[4]
+    assert got_state[5] == ref_state[5]  # the contexts of the last block
+    assert len(ref_leaves) == len(got_leaves)
+    for a, b in zip(ref_leaves, got_leaves):  # parameters, optimizer state, walkers and step sizes: bit for bit
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ref_extra['rng_key']['data'], got_extra['rng_key']['data'])
+    assert ref_extra['schedule_position'] == got_extra['schedule_position'] == (0, 3)
+    drop = lambda frame: frame.drop(columns=['seconds'], errors='ignore').reset_index(drop=True)
+    pd.testing.assert_frame_equal(drop(load_history(run)), drop(load_history(reference)))
+    pd.testing.assert_frame_equal(load_burn_in(run), load_burn_in(reference))
+
+
+def _vmc(width=8, walkers=16, contexts=None):
+    dot = QuantumDot()
+    config = FermiSetsConfig(width=width, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
+    contexts = contexts or [dot.context(1, 1, lam=1.0), dot.context(1, 1, lam=3.0)]
+    return VMC(make_fermi_sets(config), dot, contexts, optax.adam(1e-3),
+               VMCConfig(num_walkers=walkers, mcmc_substeps=3, kinetic_method='hessian'))
+
+
+def test_walker_count_change_bad_checkpoints_and_nothing_overwritten(tmp_path):
+    vmc, key = _vmc(), jax.random.PRNGKey(0)
+    run = str(tmp_path / 'run')
+    burn = dict(chunk=4, min_steps=8, max_steps=16)
+    train(vmc, vmc.init(key), key, 2, run_dir=run, checkpoint_every=2, print_fn=None, burn_in_options=burn)
+    # More walkers on resume: honoured (blocks grown, then burned in), recorded in burn_in.csv.
+    state = train(vmc, vmc.init(key), key, 2, run_dir=run, total_walkers=48, print_fn=None, burn_in_options=burn)
+    assert state.step == 2 and [t.walkers.shape[0] for t in state.tasks] == [24, 24]
+    log = load_burn_in(run)
+    assert list(log['event']) == ['resize', 'resize'] and list(log['step']) == [2, 2]
+    # Fewer walkers: a prefix of each block, no burn-in needed.
+    resumed = checkpoint.load(os.path.join(run, 'checkpoint.pkl'))['train_state']
+    state = train(vmc, vmc.init(key), key, 2, run_dir=run, total_walkers=8, print_fn=None)
+    assert [t.walkers.shape[0] for t in state.tasks] == [4, 4]
+    np.testing.assert_array_equal(state.tasks[1].walkers, resumed[3][1].walkers[:4])
+    assert list(load_history(run)['step']) == [1, 1, 2, 2] and len(load_burn_in(run)) == 0  # resize at 2 redone
+
+    def snapshot():
+        return {n: open(os.path.join(run, n), 'rb').read() for n in sorted(os.listdir(run))}
+    before = snapshot()
+    with pytest.raises(ValueError, match='incompatible: param_shapes'):  # another network size
+        other = _vmc(width=16)
+        train(other, vmc.init(key), key, 6, run_dir=run, print_fn=None)
+    with pytest.raises(ValueError, match='cannot be split into 2'):
+        train(vmc, vmc.init(key), key, 6, run_dir=run, total_walkers=9, print_fn=None)
+    assert snapshot() == before
+    newest = checkpoint.list_checkpoints(run)[0][1]
+    for _, path in checkpoint.list_checkpoints(run):  # corrupt every checkpoint (the alias shares an inode)
+        data = bytearray(open(path, 'rb').read())
+        data[len(data) // 2] ^= 0xFF
+        open(path, 'wb').write(bytes(data))
+    before = snapshot()
+    with pytest.raises(ValueError, match='No readable checkpoint .* SHA-256 checksum does not match'):
+        train(vmc, vmc.init(key), key, 6, run_dir=run, print_fn=None)
+    assert snapshot() == before
+    with pytest.raises(ValueError, match='unreadable'):
+        checkpoint.load(newest)
+
+
+def test_transfer_from_n6_initializes_n8_model(tmp_path):
+    dot = QuantumDot()
+    small = _vmc(walkers=8, contexts=[dot.context(3, 3, lam=2.0)])
+    key = jax.random.PRNGKey(1)
+    trained = train(small, small.init(key), key, 1, run_dir=str(tmp_path / 'n6'), print_fn=None)
+    large = _vmc(walkers=8, contexts=[dot.context(4, 4, lam=2.0)])
+    state = transfer_state(large, jax.random.PRNGKey(2), str(tmp_path / 'n6'))  # from the run directory
+    for a, b in zip(jax.tree.leaves(trained.params), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
+    assert state.step == 0 and state.tasks[0].walkers.shape == (8, 8, 2)
+    log_psi = jax.jit(jax.vmap(make_log_psi(large.wavefunction, dot, (4, 4)), in_axes=(None, 0, None)))
+    assert np.all(np.isfinite(log_psi(state.params, state.tasks[0].walkers, large.contexts[0].values)))
+    wider = _vmc(width=16, walkers=8, contexts=[dot.context(4, 4, lam=2.0)])
+    with pytest.raises(ValueError, match='do not fit this model.*shape'):
+        transfer_state(wider, key, trained.params)
