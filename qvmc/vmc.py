@@ -10,7 +10,7 @@ import numpy as np
 import optax
 
 from hamiltonians.local_energy import KINETIC_METHODS, make_local_energy
-from qvmc import natgrad, scores
+from qvmc import natgrad, parallel, scores
 from qvmc.context import Context
 from qvmc.types import Array, ContextValues, Params, PRNGKey
 import samplers
@@ -37,6 +37,10 @@ class VMCConfig:
       normalize_energy_scale: divide each context's centred local energies by their standard
         deviation in the gradient, so contexts with large energies do not dominate the update
         (optax path; natural-gradient optimizers take their own ``normalize_energy_scale``).
+      network_dtype: ``'float32'`` or ``'float64'``: parameters and walkers are cast to it by
+        ``VMC.init``/``reassign`` and the network runs in it, while potentials, energy
+        statistics, gradient sums and natural-gradient solves stay float64 under
+        ``jax_enable_x64`` (None: keep the dtypes of the inputs; see ``qvmc.parallel``).
     """
     num_walkers: int = 256
     sampler: str = 'rwm'
@@ -47,6 +51,7 @@ class VMCConfig:
     initial_step_size: float = 0.5
     chunk_size: int = None
     normalize_energy_scale: bool = False
+    network_dtype: str = None
 
     def __post_init__(self):
         if self.num_walkers <= 0 or self.mcmc_substeps <= 0:
@@ -61,6 +66,7 @@ class VMCConfig:
             raise ValueError(f'kinetic_method must be one of {KINETIC_METHODS}, got {self.kinetic_method!r}.')
         if self.chunk_size is not None and self.chunk_size <= 0:
             raise ValueError(f'chunk_size must be > 0 or None (no micro-batching), got {self.chunk_size}.')
+        parallel.check_dtype(self.network_dtype)
 
 
 def make_log_psi(wavefunction, system, spins: Tuple[int, int]) -> Callable[[Params, Array, ContextValues], Array]:
@@ -68,13 +74,14 @@ def make_log_psi(wavefunction, system, spins: Tuple[int, int]) -> Callable[[Para
 
     Divides positions by ``system.length_scale(values)``, builds the context features
     the network sees, and passes ``system.coupling(values)`` (the ``1/r`` strength in
-    those length units) for the cusp.
+    those length units) for the cusp. The network runs in the dtype of ``x`` (float32 walkers:
+    a float32 network even with float64 context values).
     """
     def log_psi(params, x, values):
         scale = system.length_scale(values)
-        cond = system.context_features(values, *spins)
-        coupling = system.coupling(values)
-        return wavefunction.apply(params, x / scale, cond, spins, coupling)[1]
+        cond = jnp.asarray(system.context_features(values, *spins)).astype(x.dtype)
+        coupling = jnp.asarray(system.coupling(values)).astype(x.dtype)
+        return wavefunction.apply(params, (x / scale).astype(x.dtype), cond, spins, coupling)[1]
     return log_psi
 
 
@@ -135,7 +142,7 @@ def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VM
         return TaskState(walker_state.position, step), info
 
     def energies(params, walkers, values):
-        return scores.chunked_vmap(lambda x: local_energy(params, x, values), config.chunk_size)(walkers)
+        return parallel.chunked_vmap(lambda x: local_energy(params, x, values), config.chunk_size)(walkers)
 
     def energy_and_grad(params, walkers, values):
         e_loc, components = energies(params, walkers, values)
@@ -198,15 +205,19 @@ class VMC:
       contexts: the training contexts.
       optimizer: an ``optax.GradientTransformation`` or a ``qvmc.natgrad.NaturalGradient``.
       config: ``VMCConfig``.
+      mesh: optional ``jax.sharding.Mesh`` from ``qvmc.parallel.make_mesh``: ``init`` and
+        ``reassign`` shard every context's walkers over its devices and replicate the rest;
+        the jitted step is unchanged (walker counts must divide by the device count).
     """
 
     def __init__(self, wavefunction, system, contexts: Sequence[Context],
-                 optimizer: optax.GradientTransformation, config: VMCConfig = VMCConfig()):
+                 optimizer: optax.GradientTransformation, config: VMCConfig = VMCConfig(), *, mesh=None):
         if not contexts:
             raise ValueError('VMC needs at least one context to train on.')
         for ctx in contexts:
             system.validate(ctx)
-        self.wavefunction, self.system, self.config = wavefunction, system, config
+        parallel.check_divisible(config.num_walkers, mesh, 'VMCConfig.num_walkers')
+        self.wavefunction, self.system, self.config, self.mesh = wavefunction, system, config, mesh
         self.contexts: List[Context] = list(contexts)
         self.optimizer = optimizer
         self.natural_gradient = isinstance(optimizer, natgrad.NaturalGradient)
@@ -236,8 +247,9 @@ class VMC:
                 grads = (o, e_clip)
             else:
                 grads, e_loc, components = fns.energy_and_grad(params, task.walkers, values)
-            stats = TaskStats(jnp.mean(e_loc), jnp.var(e_loc), info.acceptance,
-                              {k: jnp.mean(v) for k, v in components.items()}, info.num_nonfinite)
+            acc = parallel.reduction_dtype()  # float64 means over walkers of a float32 network
+            stats = TaskStats(jnp.mean(e_loc, dtype=acc), jnp.var(e_loc, dtype=acc), info.acceptance,
+                              {k: jnp.mean(v, dtype=acc) for k, v in components.items()}, info.num_nonfinite)
             return task, grads, stats
         return task_step
 
@@ -262,11 +274,14 @@ class VMC:
             x0 = self.system.init_walkers(key_walkers, ctx, 1)[0] / self.system.length_scale(ctx.values)
             cond = self.system.context_features(ctx.values, *ctx.spins)
             params = self.wavefunction.init(key_params, x0, cond, ctx.spins, self.system.coupling(ctx.values))
+        if self.config.network_dtype is not None:
+            params = parallel.cast_params(params, self.config.network_dtype)
         tasks = []
         for i, ctx in enumerate(self.contexts):
             walkers = self.system.init_walkers(jax.random.fold_in(key_walkers, i), ctx, self.config.num_walkers)
             tasks.append(TaskState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype)))
-        return TrainState(0, params, self.optimizer.init(params), tuple(tasks), 0, tuple(self.contexts))
+        state = TrainState(0, params, self.optimizer.init(params), tuple(tasks), 0, tuple(self.contexts))
+        return parallel.place_state(state, self.mesh, self.config.network_dtype)
 
     def burn_in(self, rng_key: PRNGKey, state: TrainState, num_steps: int) -> TrainState:
         """Moves walkers (with step-size adaptation) without touching parameters."""
@@ -301,7 +316,9 @@ class VMC:
         per_block = samplers.block_size(total_walkers, len(contexts))
         tasks, assignment = samplers.reassign(state.tasks, self.state_contexts(state), contexts, per_block,
                                               self.system.init_walkers, rng_key, self.config.initial_step_size)
-        return state._replace(tasks=tuple(tasks), contexts=contexts), assignment
+        state = parallel.place_state(state._replace(tasks=tuple(tasks), contexts=contexts), self.mesh,
+                                     self.config.network_dtype)
+        return state, assignment
 
     def equilibrate(self, rng_key: PRNGKey, state: TrainState, which: Sequence[int] = None, *,
                     chunk: int = 10, min_steps: int = 20, max_steps: int = 400
@@ -329,7 +346,7 @@ class VMC:
 
             def run_chunk(task, start, n, run=run, key=key, values=ctx.values):
                 task, e_loc = run(jax.random.fold_in(key, start), state.params, task, values, num_steps=n)
-                return task, np.asarray(e_loc, np.float64).T
+                return task, np.asarray(parallel.to_host(e_loc), np.float64).T
             tasks[i], reports[i] = samplers.burn_in(run_chunk, tasks[i], chunk=chunk, min_steps=min_steps,
                                                     max_steps=max_steps)
         return state._replace(tasks=tuple(tasks)), reports
