@@ -216,13 +216,13 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
 
     metadata = model_metadata(vmc, schedule, run_config)
     history_path = burn_path = None
+    if run_dir is not None and os.path.isdir(run_dir):
+        state, rng_key = _resume(vmc, state, rng_key, run_dir, metadata, say)
+    wanted = _walker_target(vmc, state, schedule, total_walkers)  # validated before anything is written
     if run_dir is not None:
         os.makedirs(run_dir, exist_ok=True)
         history_path = os.path.join(run_dir, HISTORY_NAME)
         burn_path = os.path.join(run_dir, BURN_IN_NAME)
-        state, rng_key = _resume(vmc, state, rng_key, run_dir, metadata, say)
-    wanted = _walker_target(vmc, state, schedule, total_walkers)  # validated before anything is written
-    if run_dir is not None:
         _truncate_csv(history_path, lambda step: step <= state.step)
         _truncate_csv(burn_path, lambda step: step < state.step)
 

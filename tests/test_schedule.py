@@ -124,3 +124,18 @@ def test_training_switches_at_boundaries_and_burns_in_until_equilibrated(tmp_pat
     last = log[log['step'] == 6].sort_values('block')
     assert list(last['context']) == [c.label() for c in sched.contexts_at(6)]
     assert (last['burn_in_steps'] >= burn['min_steps']).all()
+
+
+def test_progress_line_has_energy_variance_acceptance_and_eta():
+    from qvmc.train import Progress, format_seconds
+    from qvmc.vmc import StepInfo, TaskStats
+    dot = QuantumDot()
+    contexts = [dot.context(1, 1, lam=1.0), dot.context(1, 1, lam=2.0)]
+    stats = tuple(TaskStats(np.float64(e), np.float64(0.25), np.float64(0.5), {}, 0) for e in (3.0, 4.0))
+    lines = []
+    progress = Progress(100, 10, lines.append)
+    for step in range(1, 21):
+        progress.update(step, StepInfo(3.5, stats, True), contexts)
+    assert len(lines) == 2 and lines[1].startswith('step  20/100  20%  E 3.50000  var 2.500e-01  acc 0.50')
+    assert 'ETA ' in lines[1] and 'ETA ?' not in lines[1] and 'N=2(1,1) lam=2 omega=1: 4.0000' in lines[1]
+    assert format_seconds(3725) == '1:02:05' and format_seconds(65) == '1:05' and format_seconds(float('nan')) == '?'
