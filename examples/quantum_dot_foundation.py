@@ -86,6 +86,8 @@ def parse_args():
     p.add_argument('--init-from', default=None, help='checkpoint or run directory to take parameters from')
     p.add_argument('--checkpoint-every', type=int, default=50)
     p.add_argument('--keep-checkpoints', type=int, default=3)
+    p.add_argument('--normalize-energy-scale', action='store_true',
+                   help='loss: per-context energies normalized by their spread (contexts of very different N)')
     return p.parse_args()
 
 
@@ -109,7 +111,7 @@ def main():
     lr = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(50, args.steps // 5 + 1), args.steps,
                                             end_value=args.lr * 0.05)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
-    config = VMCConfig(num_walkers=args.walkers, mcmc_substeps=10)
+    config = VMCConfig(num_walkers=args.walkers, mcmc_substeps=10, normalize_energy_scale=args.normalize_energy_scale)
     vmc = VMC(wavefunction, dot, contexts, optimizer, config)
 
     key_init, key_train, key_predict = jax.random.split(jax.random.PRNGKey(args.seed), 3)

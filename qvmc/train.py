@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 import samplers
-from qvmc import checkpoint
+from qvmc import checkpoint, parallel
 from qvmc.vmc import StepInfo, TrainState, VMC
 
 CHECKPOINT_NAME = 'checkpoint.pkl'  # always the newest checkpoint (a hard link to a numbered one)
@@ -170,7 +170,10 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
     (atomically, with a SHA-256 checksum; the newest ``keep_checkpoints`` are kept and
     ``checkpoint.pkl`` always names the newest). If the directory holds a checkpoint,
     training resumes from the newest readable one with its stored RNG key (a different
-    ``rng_key`` is then ignored, with a message) and history rows after it are dropped. The
+    ``rng_key`` is then ignored, with a message) and history rows after it are dropped.
+    Checkpoints hold gathered host arrays (``qvmc.parallel.gather_state``), so a run may
+    resume on another device count; with ``vmc.mesh`` the loaded state is re-sharded, and in
+    a multi-process run only process 0 writes files. The
     key of step ``t`` is ``fold_in(rng_key, t)`` and context draws depend only on the step,
     so a resumed run reproduces an uninterrupted one exactly (only the ``seconds`` column
     and the printed lines differ). A checkpoint from an incompatible model or schedule, or
@@ -226,6 +229,8 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
         _truncate_csv(history_path, lambda step: step <= state.step)
         _truncate_csv(burn_path, lambda step: step < state.step)
 
+    if jax.process_index() != 0:  # in a multi-process run only process 0 writes files
+        history_path = burn_path = None
     history, burn_log = _CsvAppender(history_path), _CsvAppender(burn_path)
     progress = Progress(num_steps, log_every, print_fn)
     try:
@@ -242,10 +247,13 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
             history.write(history_rows(vmc, state.step, info, time.time() - start, contexts))
             progress.update(state.step, info, contexts)
             if run_dir is not None and (state.step % checkpoint_every == 0 or state.step == num_steps):
-                payload = {'train_state': tuple(state), 'rng_key': _key_to_host(rng_key),
+                host = parallel.gather_state(state)  # a collective: every process takes part
+                payload = {'train_state': tuple(host), 'rng_key': _key_to_host(rng_key),
                            'schedule_position': None if schedule is None else schedule.block_index(state.step),
                            'total_walkers': sum(int(np.shape(b.walkers)[0]) for b in state.tasks)}
-                checkpoint.save_rotating(run_dir, state.step, payload, metadata, keep_checkpoints, CHECKPOINT_NAME)
+                if jax.process_index() == 0:
+                    checkpoint.save_rotating(run_dir, state.step, payload, metadata, keep_checkpoints,
+                                             CHECKPOINT_NAME)
     finally:
         history.close()
         burn_log.close()
@@ -311,6 +319,7 @@ def _resume(vmc, state, rng_key, run_dir, metadata, say):
     else:  # written by an older qvmc: the bare TrainState tuple
         loaded, stored_key = TrainState(*stored), None
     _check_optimizer_state(vmc, loaded, path)
+    loaded = parallel.place_state(loaded, getattr(vmc, 'mesh', None), getattr(vmc.config, 'network_dtype', None))
     for bad, reason in failures:
         os.replace(bad, bad + '.corrupt')
         say(f'{reason} Renamed it to {os.path.basename(bad)}.corrupt.')
