@@ -1,0 +1,225 @@
+"""Scaling: VMC step throughput on 1..4 devices; moiré QERNEL step time and peak memory vs N.
+
+Power laws are fitted to the time and memory per walker vs N.
+
+Every measurement runs in a fresh subprocess (this file is also its entry point), so the virtual
+device count (``XLA_FLAGS=--xla_force_host_platform_device_count``), 64-bit mode and the memory
+high-water mark belong to that measurement alone. Sizes from the environment:
+
+* ``QVMC_BENCH_DEVICES`` (``1,2,4``): device counts of the throughput benchmark; on a CPU host
+  these are virtual devices sharing the host's cores, so the speed-up is bounded by the cores.
+* ``QVMC_BENCH_SCALING_WALKERS`` (64), ``QVMC_BENCH_SCALING_STEPS`` (5): total walkers (fixed,
+  i.e. strong scaling) and timed steps of the throughput benchmark (N = 6 moiré, QERNEL).
+* ``QVMC_BENCH_MOIRE_N`` (``6,18,54``): electron numbers of the moiré benchmark (ν = 2/3:
+  9, 27, 81 moiré cells; 150 electrons = 225 cells is the large-system target).
+* ``QVMC_BENCH_MOIRE_WALKERS`` (8): W; the step is compiled for W and 2W walkers and the
+  difference of XLA's buffer assignment gives the memory per walker.
+* ``QVMC_BENCH_QERNEL_WIDTH`` (64), ``QVMC_BENCH_QERNEL_LAYERS`` (3): network size (the
+  ``QernelConfig`` defaults; ``max_orbitals`` grows with N).
+* ``QVMC_BENCH_DTYPE`` (``float32``): ``VMCConfig.network_dtype`` (x64 stays on for reductions).
+* ``QVMC_BENCH_XLA_FLAGS``: extra XLA flags on CPU (default ``CPU_FLAGS``). On our 2-core hosts
+  the XLA CPU runtime sometimes deadlocks on the N >= 18 programs; a run whose CPU time stops
+  growing for ``QVMC_BENCH_STALL_SECONDS`` (120) is killed and restarted (``QVMC_BENCH_RESTARTS``,
+  2); the ``restarts`` column says how often that happened.
+
+Peak memory is XLA's compiled memory analysis of one VMC task step (sampling, local energies
+and gradient of one context): arguments + outputs + temporaries, i.e. what the step needs on a
+device; the process's resident-set high-water mark is reported next to it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Single-threaded Eigen makes the XLA CPU runtime deadlock (large programs on 2-core hosts: every
+# thread parked, the main thread in BlockUntilReady) rare; a watchdog restarts the rest.
+CPU_FLAGS = '--xla_cpu_multi_thread_eigen=false'
+MOIRE_ROWS = []
+
+
+def _env_list(name, default):
+    return [int(v) for v in os.environ.get(name, default).split(',') if v.strip()]
+
+
+def _env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+def _cpu_seconds(pid):
+    """User + system CPU seconds of a process from /proc (None where there is no /proc)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _run_watched(cmd, env, stall_seconds, timeout):
+    """Runs ``cmd``; kills it when its CPU time stops growing for ``stall_seconds`` (the XLA CPU
+    runtime deadlock: all threads parked) and returns None then, else ``(returncode, out, err)``."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last_cpu, last_change, start = -1.0, time.time(), time.time()
+    while True:
+        try:
+            out, err = proc.communicate(timeout=5)
+            return proc.returncode, out, err
+        except subprocess.TimeoutExpired:
+            pass
+        cpu, now = _cpu_seconds(proc.pid), time.time()
+        if cpu is not None and cpu > last_cpu + 0.5:
+            last_cpu, last_change = cpu, now
+        if now - last_change > stall_seconds or now - start > timeout:
+            proc.kill()
+            proc.communicate()
+            return None
+
+
+def _measure(job, host_devices=1):
+    """Runs ``job`` in a subprocess with ``host_devices`` virtual devices; returns its JSON result
+    with ``'restarts'``: how often a stalled run (see ``CPU_FLAGS``) was killed and started again."""
+    env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
+    if env['JAX_PLATFORMS'] == 'cpu':
+        env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={host_devices} ' + os.environ.get(
+            'QVMC_BENCH_XLA_FLAGS', CPU_FLAGS)
+    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(job)]
+    for restarts in range(_env_int('QVMC_BENCH_RESTARTS', 2) + 1):
+        outcome = _run_watched(cmd, env, _env_int('QVMC_BENCH_STALL_SECONDS', 120),
+                               _env_int('QVMC_BENCH_TIMEOUT', 3600))
+        if outcome is not None:
+            returncode, out, err = outcome
+            assert returncode == 0, out[-2000:] + err[-4000:]
+            return dict(json.loads(out.strip().splitlines()[-1]), restarts=restarts)
+    pytest.fail(f'{job} stalled {restarts + 1} times (XLA CPU deadlock); try QVMC_BENCH_XLA_FLAGS or a GPU.')
+
+
+def power_law(n, y):
+    """Least-squares fit ``y = a · n^b`` in log space; returns ``(a, b)``."""
+    b, log_a = np.polyfit(np.log(np.asarray(n, float)), np.log(np.asarray(y, float)), 1)
+    return float(np.exp(log_a)), float(b)
+
+
+@pytest.mark.parametrize('devices', _env_list('QVMC_BENCH_DEVICES', '1,2,4'))
+def test_throughput_vs_devices(devices, report):
+    walkers = _env_int('QVMC_BENCH_SCALING_WALKERS', 64)
+    result = _measure({'mode': 'throughput', 'devices': devices, 'walkers': walkers, 'n': 6,
+                       'steps': _env_int('QVMC_BENCH_SCALING_STEPS', 5)}, host_devices=devices)
+    report({'benchmark': 'throughput vs devices (moiré N=6, QERNEL)', 'devices': devices, 'walkers': walkers,
+            's/step': result['seconds_per_step'], 'walkers/s': walkers / result['seconds_per_step'],
+            'compile s': result['compile_seconds'], 'backend': result['backend'], 'restarts': result['restarts']})
+    assert np.isfinite(result['energy'])
+
+
+@pytest.mark.parametrize('n', _env_list('QVMC_BENCH_MOIRE_N', '6,18,54'))
+def test_moire_step_time_and_memory_vs_n(n, report):
+    walkers = _env_int('QVMC_BENCH_MOIRE_WALKERS', 8)
+    result = _measure({'mode': 'moire', 'n': n, 'walkers': walkers})
+    row = {'benchmark': 'moiré QERNEL step vs N', 'N': n, 'walkers': 2 * walkers,
+           's/step': result['seconds_per_step'], 'ms/walker': 1e3 * result['seconds_per_step'] / (2 * walkers),
+           'peak MB': result['peak_bytes'][1] / 2**20, 'MB/walker': result['bytes_per_walker'] / 2**20,
+           'fixed MB': result['fixed_bytes'] / 2**20, 'RSS MB': result['max_rss_bytes'] / 2**20,
+           'params': result['num_params'], 'dtype': result['dtype'], 'compile s': result['compile_seconds'],
+           'restarts': result['restarts']}
+    MOIRE_ROWS.append(row)
+    report(row)
+    assert result['bytes_per_walker'] > 0
+
+
+def test_moire_fitted_exponents(report):
+    """``time/walker ∝ N^b`` and ``memory/walker ∝ N^b`` from the rows above, and the largest
+    micro-batch (``VMCConfig.chunk_size``) that the fit allows at N = 150 on 80 and 141 GB."""
+    if len(MOIRE_ROWS) < 2:
+        pytest.skip('needs at least two N from test_moire_step_time_and_memory_vs_n')
+    n = [r['N'] for r in MOIRE_ROWS]
+    a_t, b_t = power_law(n, [r['ms/walker'] for r in MOIRE_ROWS])
+    a_m, b_m = power_law(n, [r['MB/walker'] for r in MOIRE_ROWS])
+    per_walker_150 = a_m * 150 ** b_m  # MB
+    report({'benchmark': 'moiré QERNEL fitted exponents', 'N range': f'{min(n)}-{max(n)}',
+            'time/walker exponent': b_t, 'memory/walker exponent': b_m,
+            'MB/walker at N=150 (fit)': per_walker_150, 'ms/walker at N=150 (fit, this host)': a_t * 150 ** b_t,
+            'chunk fitting 80 GB': int(0.9 * 80e3 / per_walker_150),
+            'chunk fitting 141 GB': int(0.9 * 141e3 / per_walker_150)})
+
+
+# ----------------------------------------------------------------------------------------------
+# Subprocess side: python benchmarks/test_scaling.py '<json job>' prints one JSON line.
+
+def _moire_vmc(n, walkers, mesh=None):
+    import dataclasses
+    import optax
+    from ansatz.qernel import QernelConfig
+    from ansatz.registry import make_ansatz
+    from hamiltonians import MoireSystem
+    from qvmc import VMC, VMCConfig
+    system = MoireSystem()
+    config = dataclasses.replace(QernelConfig(), width=_env_int('QVMC_BENCH_QERNEL_WIDTH', 64),
+                                 num_layers=_env_int('QVMC_BENCH_QERNEL_LAYERS', 3), max_orbitals=max(16, n))
+    wavefunction = make_ansatz('qernel', config, lattice=system.network_lattice)
+    vmc_config = VMCConfig(num_walkers=walkers, mcmc_substeps=5,
+                           network_dtype=os.environ.get('QVMC_BENCH_DTYPE', 'float32'))
+    return VMC(wavefunction, system, [system.context(n, 0, lam=1.0)], optax.adam(1e-3), vmc_config, mesh=mesh)
+
+
+def _throughput(job):
+    import time
+    import jax
+    from qvmc import parallel
+    mesh = parallel.make_mesh(jax.devices()[:job['devices']])
+    vmc = _moire_vmc(job['n'], job['walkers'], mesh)
+    state = vmc.init(jax.random.PRNGKey(0))
+    start = time.perf_counter()
+    for t in range(2):  # compiles (a second compile can follow once the optimizer state dtypes settle)
+        state, info = vmc.step(jax.random.PRNGKey(t), state)
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for t in range(job['steps']):
+        state, info = vmc.step(jax.random.PRNGKey(100 + t), state)
+    return {'seconds_per_step': (time.perf_counter() - start) / job['steps'], 'compile_seconds': compile_seconds,
+            'energy': info.loss, 'backend': jax.default_backend()}
+
+
+def _moire(job):
+    import resource
+    import time
+    import jax
+    from qvmc.scores import num_params
+    n, peaks, compiled, start = job['n'], [], None, time.perf_counter()
+    for walkers in (job['walkers'], 2 * job['walkers']):
+        vmc = _moire_vmc(n, walkers)
+        state = vmc.init(jax.random.PRNGKey(0))
+        ctx = vmc.contexts[0]
+        args = (jax.random.PRNGKey(1), state.params, state.tasks[0], ctx.values)
+        compiled = vmc._task_fn(ctx.spins).lower(*args).compile()  # the step's per-context program
+        stats = compiled.memory_analysis()
+        peaks.append(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+                     - stats.alias_size_in_bytes)
+    compile_seconds = time.perf_counter() - start
+    jax.block_until_ready(compiled(*args))
+    timings = []
+    for t in range(3):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(jax.random.PRNGKey(2 + t), *args[1:]))
+        timings.append(time.perf_counter() - start)
+    per_walker = (peaks[1] - peaks[0]) / job['walkers']
+    return {'peak_bytes': peaks, 'bytes_per_walker': per_walker, 'fixed_bytes': peaks[0] - per_walker * job['walkers'],
+            'seconds_per_step': float(np.median(timings)), 'compile_seconds': compile_seconds,
+            'max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            'num_params': num_params(state.params), 'dtype': str(jax.tree.leaves(state.params)[0].dtype)}
+
+
+def _main(job):
+    sys.path.insert(0, ROOT)
+    import jax
+    jax.config.update('jax_enable_x64', True)
+    result = {'throughput': _throughput, 'moire': _moire}[job['mode']](job)
+    print(json.dumps(result))
+
+
+if __name__ == '__main__':
+    _main(json.loads(sys.argv[1]))
