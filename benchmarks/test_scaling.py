@@ -189,13 +189,16 @@ def _moire(job):
     import time
     import jax
     from qvmc.scores import num_params
-    n, peaks, compiled, start = job['n'], [], None, time.perf_counter()
+    n, peaks, alive, start = job['n'], [], [], time.perf_counter()
     for walkers in (job['walkers'], 2 * job['walkers']):
         vmc = _moire_vmc(n, walkers)
         state = vmc.init(jax.random.PRNGKey(0))
         ctx = vmc.contexts[0]
         args = (jax.random.PRNGKey(1), state.params, state.tasks[0], ctx.values)
         compiled = vmc._task_fn(ctx.spins).lower(*args).compile()  # the step's per-context program
+        # Keep the first size's objects alive: with jaxlib 0.10.2 on CPU, freeing them before the
+        # second program runs makes that run hang (reproducible at N = 18 in float32).
+        alive.append((vmc, state, compiled))
         stats = compiled.memory_analysis()
         peaks.append(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
                      - stats.alias_size_in_bytes)
