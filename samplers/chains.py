@@ -25,8 +25,9 @@ class Assignment(NamedTuple):
     """How the blocks of a new context list were filled by ``reassign``.
 
     Attributes:
-      source: for each new context, the index of the old block whose walkers it took over,
-        or -1 when its walkers were freshly initialized (no old block had its particle content).
+      source: for each new context, the index of the old block whose walkers it took over
+        (an index repeats when a block was also copied into a new one), or -1 when its walkers
+        were freshly initialized (no old block had its particle content).
       needs_burn_in: for each new context, True unless it kept the walkers of an old block
         with the same context (same spins and parameter values).
     """
@@ -73,7 +74,11 @@ def reassign(chains: Sequence[ChainState], old_contexts: Sequence, new_contexts:
 
     New context ``i`` keeps old block ``i`` when it has the same particle content (the usual
     blockwise schedule: same N, new λ); otherwise it takes an unused old block with the same
-    ``(n_up, n_down)``, and otherwise fresh walkers from ``init_fn``. Carried-over walkers keep
+    ``(n_up, n_down)``; when every such block is taken (more blocks per N than before, e.g. a
+    schedule stage going from 4 to 16 contexts) it starts from walkers drawn at random from an
+    already used one (equilibrated configurations of the right N burn in much faster than
+    fresh ones); only a particle content no old block has gets fresh walkers from
+    ``init_fn``. Carried-over walkers keep
     their step size but sample the *old* context's distribution: they must be burned in (see
     ``Assignment.needs_burn_in`` and ``samplers.equilibration.burn_in``) before their samples
     enter any estimate.
@@ -97,8 +102,17 @@ def reassign(chains: Sequence[ChainState], old_contexts: Sequence, new_contexts:
     for i, ctx in enumerate(new_contexts):
         candidates = ([i] if i < len(old_contexts) else []) + list(range(len(old_contexts)))
         pick = next((j for j in candidates if j not in used and old_contexts[j].spins == ctx.spins), -1)
+        copy = pick < 0 and any(old_contexts[j].spins == ctx.spins for j in used)
+        if copy:
+            pick = next(j for j in candidates if j in used and old_contexts[j].spins == ctx.spins)
         key = jax.random.fold_in(rng_key, i)
-        if pick >= 0:
+        if copy:
+            old = chains[pick]
+            drawn = jax.random.choice(key, old.walkers.shape[0], (walkers_per_block,),
+                                      replace=walkers_per_block > old.walkers.shape[0])
+            blocks.append(ChainState(old.walkers[drawn], old.step_size))
+            needs.append(True)
+        elif pick >= 0:
             used.add(pick)
             old = chains[pick]
             blocks.append(ChainState(_resize(old.walkers, walkers_per_block, key), old.step_size))

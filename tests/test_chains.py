@@ -37,6 +37,13 @@ def test_reassign_carries_walkers_by_particle_content():
     # Growing a block duplicates walkers; an unchanged context needs no burn-in.
     blocks, assignment = samplers.reassign(chains, old, old, 16, dot.init_walkers, jax.random.PRNGKey(0), 0.5)
     assert assignment.needs_burn_in == (False, False) and blocks[1].walkers.shape == (16, 2, 2)
+    # More blocks of one particle content than before (a 2 -> 4 stage): the extra blocks start
+    # from walkers drawn from an already used block of that content, not from fresh ones.
+    new = [dot.context(1, 1, lam=lam) for lam in (1.0, 3.0, 5.0, 7.0)]
+    blocks, assignment = samplers.reassign(chains, old, new, 8, dot.init_walkers, jax.random.PRNGKey(0), 0.5)
+    assert assignment.source == (0, 1, 0, 0) and assignment.needs_burn_in == (True,) * 4
+    np.testing.assert_array_equal(blocks[2].walkers, 0.0)
+    assert float(blocks[3].step_size) == pytest.approx(0.1)
 
 
 def test_validate_chain_rejects_bad_input():
