@@ -10,21 +10,25 @@ high-water mark belong to that measurement alone. Sizes from the environment:
   these are virtual devices sharing the host's cores, so the speed-up is bounded by the cores.
 * ``QVMC_BENCH_SCALING_WALKERS`` (64), ``QVMC_BENCH_SCALING_STEPS`` (5): total walkers (fixed,
   i.e. strong scaling) and timed steps of the throughput benchmark (N = 6 moiré, QERNEL).
-* ``QVMC_BENCH_MOIRE_N`` (``6,18,54``): electron numbers of the moiré benchmark (ν = 2/3:
-  9, 27, 81 moiré cells; 150 electrons = 225 cells is the large-system target).
+* ``QVMC_BENCH_MOIRE_N`` (``6,18,54,96``): electron numbers of the moiré benchmark (ν = 2/3:
+  9, 27, 81, 144 moiré cells), step time and memory.
+* ``QVMC_BENCH_MOIRE_MEMORY_N`` (``150``): sizes whose memory is measured but whose step is not
+  timed (150 electrons = 225 cells, the large-system target; one step takes minutes on a CPU).
 * ``QVMC_BENCH_MOIRE_WALKERS`` (8): W; the step is compiled for W and 2W walkers and the
   difference of XLA's buffer assignment gives the memory per walker.
 * ``QVMC_BENCH_QERNEL_WIDTH`` (64), ``QVMC_BENCH_QERNEL_LAYERS`` (3): network size (the
   ``QernelConfig`` defaults; ``max_orbitals`` grows with N).
 * ``QVMC_BENCH_DTYPE`` (``float32``): ``VMCConfig.network_dtype`` (x64 stays on for reductions).
-* ``QVMC_BENCH_XLA_FLAGS``: extra XLA flags on CPU (default ``CPU_FLAGS``). On our 2-core hosts
-  the XLA CPU runtime sometimes deadlocks on the N >= 18 programs; a run whose CPU time stops
-  growing for ``QVMC_BENCH_STALL_SECONDS`` (120) is killed and restarted (``QVMC_BENCH_RESTARTS``,
-  2); the ``restarts`` column says how often that happened.
+* ``QVMC_BENCH_XLA_FLAGS``: extra XLA flags on CPU (default ``CPU_FLAGS``: the concurrency-
+  optimized scheduler off, which avoids an XLA CPU hang seen on our 2-core hosts); a run whose
+  CPU time stops growing for
+  ``QVMC_BENCH_STALL_SECONDS`` (120) is killed and restarted (``QVMC_BENCH_RESTARTS``, 2);
+  the ``restarts`` column says how often that happened.
 
 Peak memory is XLA's compiled memory analysis of one VMC task step (sampling, local energies
 and gradient of one context): arguments + outputs + temporaries, i.e. what the step needs on a
-device; the process's resident-set high-water mark is reported next to it.
+device (compiled, never run, in its own process); the resident-set high-water mark of the
+process that times the 2W step is reported next to it.
 """
 
 import json
@@ -37,10 +41,13 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Single-threaded Eigen makes the XLA CPU runtime deadlock (large programs on 2-core hosts: every
-# thread parked, the main thread in BlockUntilReady) rare; a watchdog restarts the rest.
-CPU_FLAGS = '--xla_cpu_multi_thread_eigen=false'
-MOIRE_ROWS = []
+# Extra XLA flags on CPU. The XLA CPU runtime of jaxlib 0.10.2 hangs on our 2-core hosts in
+# some programs (every thread parked, the main thread in BlockUntilReady; reproducible for the
+# N = 18, 16-walker float32 step). Its concurrency-optimized scheduler is the trigger: with it off
+# that program ran 3 times out of 3, with it on 0 out of 4. Runs are still watched and restarted.
+CPU_FLAGS = '--xla_cpu_enable_concurrency_optimized_scheduler=false'
+MOIRE_ROWS = []   # timed sizes
+MEMORY_ROWS = []  # untimed sizes (memory only)
 
 
 def _env_list(name, default):
@@ -116,33 +123,52 @@ def test_throughput_vs_devices(devices, report):
     assert np.isfinite(result['energy'])
 
 
-@pytest.mark.parametrize('n', _env_list('QVMC_BENCH_MOIRE_N', '6,18,54'))
+@pytest.mark.parametrize('n', _env_list('QVMC_BENCH_MOIRE_N', '6,18,54,96'))
 def test_moire_step_time_and_memory_vs_n(n, report):
     walkers = _env_int('QVMC_BENCH_MOIRE_WALKERS', 8)
-    result = _measure({'mode': 'moire', 'n': n, 'walkers': walkers})
+    memory = _measure({'mode': 'moire_memory', 'n': n, 'walkers': walkers})
+    timing = _measure({'mode': 'moire_time', 'n': n, 'walkers': 2 * walkers})
     row = {'benchmark': 'moiré QERNEL step vs N', 'N': n, 'walkers': 2 * walkers,
-           's/step': result['seconds_per_step'], 'ms/walker': 1e3 * result['seconds_per_step'] / (2 * walkers),
-           'peak MB': result['peak_bytes'][1] / 2**20, 'MB/walker': result['bytes_per_walker'] / 2**20,
-           'fixed MB': result['fixed_bytes'] / 2**20, 'RSS MB': result['max_rss_bytes'] / 2**20,
-           'params': result['num_params'], 'dtype': result['dtype'], 'compile s': result['compile_seconds'],
-           'restarts': result['restarts']}
+           's/step': timing['seconds_per_step'], 'ms/walker': 1e3 * timing['seconds_per_step'] / (2 * walkers),
+           'peak MB': memory['peak_bytes'][1] / 2**20, 'MB/walker': memory['bytes_per_walker'] / 2**20,
+           'fixed MB': memory['fixed_bytes'] / 2**20, 'RSS MB': timing['max_rss_bytes'] / 2**20,
+           'params': memory['num_params'], 'dtype': memory['dtype'], 'compile s': timing['compile_seconds'],
+           'restarts': memory['restarts'] + timing['restarts']}
     MOIRE_ROWS.append(row)
     report(row)
-    assert result['bytes_per_walker'] > 0
+    assert memory['bytes_per_walker'] > 0 and timing['seconds_per_step'] > 0
+
+
+@pytest.mark.parametrize('n', _env_list('QVMC_BENCH_MOIRE_MEMORY_N', '150'))
+def test_moire_memory_vs_n_untimed(n, report):
+    walkers = _env_int('QVMC_BENCH_MOIRE_WALKERS', 8)
+    memory = _measure({'mode': 'moire_memory', 'n': n, 'walkers': walkers})
+    row = {'benchmark': 'moiré QERNEL memory vs N (untimed)', 'N': n, 'walkers': 2 * walkers,
+           'peak MB': memory['peak_bytes'][1] / 2**20, 'MB/walker': memory['bytes_per_walker'] / 2**20,
+           'fixed MB': memory['fixed_bytes'] / 2**20, 'params': memory['num_params'], 'dtype': memory['dtype'],
+           'restarts': memory['restarts']}
+    MEMORY_ROWS.append(row)
+    report(row)
+    assert memory['bytes_per_walker'] > 0
 
 
 def test_moire_fitted_exponents(report):
-    """``time/walker ∝ N^b`` and ``memory/walker ∝ N^b`` from the rows above, and the largest
-    micro-batch (``VMCConfig.chunk_size``) that the fit allows at N = 150 on 80 and 141 GB."""
+    """``time/walker ∝ N^b`` (timed sizes) and ``memory/walker ∝ N^b`` (all sizes), and the
+    largest micro-batch (``VMCConfig.chunk_size``) that the memory per walker at N = 150
+    (measured when 150 was among the sizes, else from the fit) allows on 80 and 141 GB."""
     if len(MOIRE_ROWS) < 2:
         pytest.skip('needs at least two N from test_moire_step_time_and_memory_vs_n')
     n = [r['N'] for r in MOIRE_ROWS]
+    n_all = n + [r['N'] for r in MEMORY_ROWS]
     a_t, b_t = power_law(n, [r['ms/walker'] for r in MOIRE_ROWS])
-    a_m, b_m = power_law(n, [r['MB/walker'] for r in MOIRE_ROWS])
-    per_walker_150 = a_m * 150 ** b_m  # MB
-    report({'benchmark': 'moiré QERNEL fitted exponents', 'N range': f'{min(n)}-{max(n)}',
+    a_m, b_m = power_law(n_all, [r['MB/walker'] for r in MOIRE_ROWS + MEMORY_ROWS])
+    measured = [r['MB/walker'] for r in MOIRE_ROWS + MEMORY_ROWS if r['N'] == 150]
+    per_walker_150 = measured[0] if measured else a_m * 150 ** b_m  # MB
+    report({'benchmark': 'moiré QERNEL fitted exponents', 'N range (time)': f'{min(n)}-{max(n)}',
+            'N range (memory)': f'{min(n_all)}-{max(n_all)}',
             'time/walker exponent': b_t, 'memory/walker exponent': b_m,
-            'MB/walker at N=150 (fit)': per_walker_150, 'ms/walker at N=150 (fit, this host)': a_t * 150 ** b_t,
+            'MB/walker at N=150': per_walker_150, 'N=150 memory': 'measured' if measured else 'fit',
+            'ms/walker at N=150 (fit, this host)': a_t * 150 ** b_t,
             'chunk fitting 80 GB': int(0.9 * 80e3 / per_walker_150),
             'chunk fitting 141 GB': int(0.9 * 141e3 / per_walker_150)})
 
@@ -184,43 +210,56 @@ def _throughput(job):
             'energy': info.loss, 'backend': jax.default_backend()}
 
 
-def _moire(job):
+def _moire_args(n, walkers):
+    import jax
+    vmc = _moire_vmc(n, walkers)
+    state = vmc.init(jax.random.PRNGKey(0))
+    ctx = vmc.contexts[0]
+    return vmc, state, (jax.random.PRNGKey(1), state.params, state.tasks[0], ctx.values)
+
+
+def _moire_memory(job):
+    """Compiles (never runs) the per-context step for W and 2W walkers: XLA's buffer sizes."""
+    import jax
+    from qvmc.scores import num_params
+    peaks = []
+    for walkers in (job['walkers'], 2 * job['walkers']):
+        vmc, state, args = _moire_args(job['n'], walkers)
+        stats = vmc._task_fn(vmc.contexts[0].spins).lower(*args).compile().memory_analysis()
+        peaks.append(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+                     - stats.alias_size_in_bytes)
+    per_walker = (peaks[1] - peaks[0]) / job['walkers']
+    return {'peak_bytes': peaks, 'bytes_per_walker': per_walker, 'fixed_bytes': peaks[0] - per_walker * job['walkers'],
+            'num_params': num_params(state.params), 'dtype': str(jax.tree.leaves(state.params)[0].dtype)}
+
+
+def _moire_time(job):
+    """Runs the per-context step for ``walkers`` walkers: compile time, then the median of 3 runs.
+
+    One program per process: with jaxlib 0.10.2 on CPU, running a program after another one of
+    the same function was compiled and dropped hangs now and then (seen at N = 18, float32).
+    """
     import resource
     import time
     import jax
-    from qvmc.scores import num_params
-    n, peaks, alive, start = job['n'], [], [], time.perf_counter()
-    for walkers in (job['walkers'], 2 * job['walkers']):
-        vmc = _moire_vmc(n, walkers)
-        state = vmc.init(jax.random.PRNGKey(0))
-        ctx = vmc.contexts[0]
-        args = (jax.random.PRNGKey(1), state.params, state.tasks[0], ctx.values)
-        compiled = vmc._task_fn(ctx.spins).lower(*args).compile()  # the step's per-context program
-        # Keep the first size's objects alive: with jaxlib 0.10.2 on CPU, freeing them before the
-        # second program runs makes that run hang (reproducible at N = 18 in float32).
-        alive.append((vmc, state, compiled))
-        stats = compiled.memory_analysis()
-        peaks.append(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
-                     - stats.alias_size_in_bytes)
-    compile_seconds = time.perf_counter() - start
-    jax.block_until_ready(compiled(*args))
-    timings = []
+    vmc, state, args = _moire_args(job['n'], job['walkers'])
+    step = vmc._task_fn(vmc.contexts[0].spins)
+    start = time.perf_counter()
+    jax.block_until_ready(step(*args))
+    compile_seconds, timings = time.perf_counter() - start, []
     for t in range(3):
         start = time.perf_counter()
-        jax.block_until_ready(compiled(jax.random.PRNGKey(2 + t), *args[1:]))
+        jax.block_until_ready(step(jax.random.PRNGKey(2 + t), *args[1:]))
         timings.append(time.perf_counter() - start)
-    per_walker = (peaks[1] - peaks[0]) / job['walkers']
-    return {'peak_bytes': peaks, 'bytes_per_walker': per_walker, 'fixed_bytes': peaks[0] - per_walker * job['walkers'],
-            'seconds_per_step': float(np.median(timings)), 'compile_seconds': compile_seconds,
-            'max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            'num_params': num_params(state.params), 'dtype': str(jax.tree.leaves(state.params)[0].dtype)}
+    return {'seconds_per_step': float(np.median(timings)), 'compile_seconds': compile_seconds,
+            'max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def _main(job):
     sys.path.insert(0, ROOT)
     import jax
     jax.config.update('jax_enable_x64', True)
-    result = {'throughput': _throughput, 'moire': _moire}[job['mode']](job)
+    result = {'throughput': _throughput, 'moire_memory': _moire_memory, 'moire_time': _moire_time}[job['mode']](job)
     print(json.dumps(result))
 
 
