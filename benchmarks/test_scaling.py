@@ -16,6 +16,8 @@ high-water mark belong to that measurement alone. Sizes from the environment:
   timed (150 electrons = 225 cells, the large-system target; one step takes minutes on a CPU).
 * ``QVMC_BENCH_MOIRE_WALKERS`` (8): W; the step is compiled for W and 2W walkers and the
   difference of XLA's buffer assignment gives the memory per walker.
+* ``QVMC_BENCH_CHUNK_N`` (``54,150``), ``QVMC_BENCH_CHUNK`` (8): sizes and micro-batch of the
+  memory measurement with ``VMCConfig(chunk_size=...)`` (64 and 128 walkers).
 * ``QVMC_BENCH_QERNEL_WIDTH`` (64), ``QVMC_BENCH_QERNEL_LAYERS`` (3): network size (the
   ``QernelConfig`` defaults; ``max_orbitals`` grows with N).
 * ``QVMC_BENCH_DTYPE`` (``float32``): ``VMCConfig.network_dtype`` (x64 stays on for reductions).
@@ -152,6 +154,20 @@ def test_moire_memory_vs_n_untimed(n, report):
     assert memory['bytes_per_walker'] > 0
 
 
+@pytest.mark.parametrize('n', _env_list('QVMC_BENCH_CHUNK_N', '54,150'))
+def test_moire_memory_with_micro_batches(n, report):
+    """The same step with ``VMCConfig(chunk_size=C)``: local energies and gradients of C walkers
+    at a time, so the memory per extra walker drops to what sampling and the stored walkers need
+    and the chunk's cost becomes a fixed part (W = 64 and 128 walkers, C from
+    ``QVMC_BENCH_CHUNK``, 8)."""
+    chunk = _env_int('QVMC_BENCH_CHUNK', 8)
+    memory = _measure({'mode': 'moire_memory', 'n': n, 'walkers': 64, 'chunk': chunk})
+    report({'benchmark': 'moiré QERNEL memory, micro-batched', 'N': n, 'chunk': chunk, 'walkers': 128,
+            'peak MB': memory['peak_bytes'][1] / 2**20, 'MB/walker': memory['bytes_per_walker'] / 2**20,
+            'fixed MB': memory['fixed_bytes'] / 2**20, 'dtype': memory['dtype'], 'restarts': memory['restarts']})
+    assert memory['bytes_per_walker'] > 0
+
+
 def test_moire_fitted_exponents(report):
     """``time/walker ∝ N^b`` (timed sizes) and ``memory/walker ∝ N^b`` (all sizes), and the
     largest micro-batch (``VMCConfig.chunk_size``) that the memory per walker at N = 150
@@ -176,7 +192,7 @@ def test_moire_fitted_exponents(report):
 # ----------------------------------------------------------------------------------------------
 # Subprocess side: python benchmarks/test_scaling.py '<json job>' prints one JSON line.
 
-def _moire_vmc(n, walkers, mesh=None):
+def _moire_vmc(n, walkers, mesh=None, chunk_size=None):
     import dataclasses
     import optax
     from ansatz.qernel import QernelConfig
@@ -187,7 +203,7 @@ def _moire_vmc(n, walkers, mesh=None):
     config = dataclasses.replace(QernelConfig(), width=_env_int('QVMC_BENCH_QERNEL_WIDTH', 64),
                                  num_layers=_env_int('QVMC_BENCH_QERNEL_LAYERS', 3), max_orbitals=max(16, n))
     wavefunction = make_ansatz('qernel', config, lattice=system.network_lattice)
-    vmc_config = VMCConfig(num_walkers=walkers, mcmc_substeps=5,
+    vmc_config = VMCConfig(num_walkers=walkers, mcmc_substeps=5, chunk_size=chunk_size,
                            network_dtype=os.environ.get('QVMC_BENCH_DTYPE', 'float32'))
     return VMC(wavefunction, system, [system.context(n, 0, lam=1.0)], optax.adam(1e-3), vmc_config, mesh=mesh)
 
@@ -210,9 +226,9 @@ def _throughput(job):
             'energy': info.loss, 'backend': jax.default_backend()}
 
 
-def _moire_args(n, walkers):
+def _moire_args(n, walkers, chunk_size=None):
     import jax
-    vmc = _moire_vmc(n, walkers)
+    vmc = _moire_vmc(n, walkers, chunk_size=chunk_size)
     state = vmc.init(jax.random.PRNGKey(0))
     ctx = vmc.contexts[0]
     return vmc, state, (jax.random.PRNGKey(1), state.params, state.tasks[0], ctx.values)
@@ -224,7 +240,7 @@ def _moire_memory(job):
     from qvmc.scores import num_params
     peaks = []
     for walkers in (job['walkers'], 2 * job['walkers']):
-        vmc, state, args = _moire_args(job['n'], walkers)
+        vmc, state, args = _moire_args(job['n'], walkers, job.get('chunk'))
         stats = vmc._task_fn(vmc.contexts[0].spins).lower(*args).compile().memory_analysis()
         peaks.append(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
                      - stats.alias_size_in_bytes)
