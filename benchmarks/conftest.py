@@ -3,6 +3,11 @@
 import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# jaxlib 0.10.2's XLA CPU runtime hangs in some programs on small hosts (all threads parked);
+# its concurrency-optimized scheduler is the trigger (see test_scaling.py). Off unless set.
+if 'concurrency_optimized_scheduler' not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                               ' --xla_cpu_enable_concurrency_optimized_scheduler=false').strip()
 
 import pytest  # noqa: E402
 
