@@ -24,6 +24,11 @@ class FermiSetsConfig:
       num_determinants: K, the number of determinants and of coefficients ρ_k.
       hidden: width of the ρ, pooling and orbital-generator MLPs.
       cusp: include the exact electron–electron cusp factor (2D Kato conditions).
+      open_shell_mixing: in a partly filled shell, each occupied orbital's polynomial prior is a
+        learned, context-dependent combination of all orbitals of that shell (per determinant),
+        so the network can choose the angular-momentum sector the interacting ground state
+        needs (e.g. polarized N = 7 at λ = 8 wants |m| = 3, not the filling order's |m| = 1).
+        The shell is degenerate, so λ = 0 stays exactly representable.
     """
     width: int = 32
     num_layers: int = 2
@@ -31,6 +36,7 @@ class FermiSetsConfig:
     num_determinants: int = 4
     hidden: int = 32
     cusp: bool = True
+    open_shell_mixing: bool = True
 
     def __post_init__(self):
         for name in ('width', 'num_layers', 'num_heads', 'num_determinants', 'hidden'):
@@ -72,6 +78,34 @@ def _cusp_jastrow(x, spins, coupling, log_range):
     return coupling * jnp.sum(c[iu] * beta[iu] * r / (beta[iu] + r))
 
 
+def _mixer_inputs(cond) -> int:
+    return 2 * harmonic_basis.label_features([]).shape[-1] + cond.shape[0] + 1
+
+
+def _mix_open_shell(mixer, poly, xs, labels, cond, sigma):
+    """Replace the open shell's polynomial priors by ``Σ_c B_k[j, c] p_c`` over the whole shell.
+
+    ``B_k = 1 + W_k(label_j, label_c, Λ, σ)`` starts at the filling-order choice (``W`` is
+    small and random, which breaks the symmetry between sectors). Returns ``(poly, mixed)``.
+    """
+    num_closed, shell = harmonic_basis.open_shell(len(labels))
+    if not shell:
+        return poly, False
+    n_open, size = len(labels) - num_closed, len(shell)
+    q_slot = jnp.asarray(harmonic_basis.label_features(labels[num_closed:]), poly.dtype)  # [n_open, 4]
+    q_cand = jnp.asarray(harmonic_basis.label_features(shell), poly.dtype)  # [size, 4]
+    pair_in = jnp.concatenate([
+        jnp.broadcast_to(q_slot[:, None], (n_open, size, q_slot.shape[-1])),
+        jnp.broadcast_to(q_cand[None], (n_open, size, q_cand.shape[-1])),
+        jnp.broadcast_to(cond.astype(poly.dtype), (n_open, size, cond.shape[0])),
+        jnp.full((n_open, size, 1), sigma, poly.dtype)], axis=-1)
+    identity = np.array([[float(slot == cand) for cand in shell] for slot in labels[num_closed:]])
+    mixing = identity[..., None] + mixer(pair_in)  # [n_open, size, K]
+    candidates = harmonic_basis.polynomial_part(xs, shell)  # [n_σ, size]
+    open_poly = jnp.einsum('ic,jck->ijk', candidates, mixing)  # [n_σ, n_open, K]
+    return jnp.concatenate([poly[:, :num_closed], open_poly], axis=1), True
+
+
 class FermiSets(hk.Module):
     """Haiku module for one walker; see ``make_fermi_sets`` for the pure-function wrapper."""
 
@@ -109,6 +143,9 @@ class FermiSets(hk.Module):
         k = cfg.num_determinants
         generator = MLP([cfg.hidden, k * (2 * cfg.width + 1)], final_w_init=hk.initializers.VarianceScaling(0.01),
                         name='orbital_generator')  # shared by both spin channels (σ is an input)
+        mixer = MLP([cfg.hidden, k], final_w_init=hk.initializers.VarianceScaling(0.01),
+                    name='open_shell_mixer') if cfg.open_shell_mixing else None
+        mixer_used = False
         blocks = []  # per spin: [K, n_σ, n_σ]
         for start, count, sigma in ((0, n_up, 1.0), (n_up, n_down, -1.0)):
             if count == 0:
@@ -120,13 +157,18 @@ class FermiSets(hk.Module):
             gen = generator(gen_in).reshape(count, k, 2 * cfg.width + 1)
             w_mult, w_add, log_alpha = gen[..., :cfg.width], gen[..., cfg.width:-1], gen[..., -1]  # [M, K, ...]
             xs, hs = x[start:start + count], h[start:start + count]  # [n_σ, 2], [n_σ, F]
-            poly = harmonic_basis.polynomial_part(xs, labels)  # [n_σ, M]
+            poly = jnp.repeat(harmonic_basis.polynomial_part(xs, labels)[:, :, None], k, axis=-1)  # [n_σ, M, K]
+            if mixer is not None:
+                poly, mixed = _mix_open_shell(mixer, poly, xs, labels, cond, sigma)
+                mixer_used = mixer_used or mixed
             r2 = jnp.sum(xs**2, axis=-1)  # [n_σ]
             envelope = jnp.exp(-0.5 * jnp.exp(log_alpha)[None] * r2[:, None, None])  # [n_σ, M, K]
             mult = jnp.einsum('if,mkf->imk', hs, w_mult)
             add = jnp.einsum('if,mkf->imk', hs, w_add)
-            phi = envelope * (poly[:, :, None] * (1.0 + mult) + add)  # [n_σ, M, K]
+            phi = envelope * (poly * (1.0 + mult) + add)  # [n_σ, M, K]
             blocks.append(jnp.moveaxis(phi, -1, 0))  # [K, n_σ(electron), M(orbital)]
+        if mixer is not None and not mixer_used:
+            mixer(jnp.zeros((0, _mixer_inputs(cond)), x.dtype))  # same parameters for every (n_up, n_down)
         signs, logdets = slogdet_blocks(blocks)  # [K]
         sign, logabs = log_sum_determinants(coeffs, signs * jnp.ones(cfg.num_determinants), logdets)
 

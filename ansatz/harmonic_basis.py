@@ -8,7 +8,7 @@ input of the network that generates each orbital's weights, so any N is covered.
 """
 
 import math
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Tuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +36,26 @@ def orbital_labels(num_orbitals: int) -> List[OrbitalLabel]:
                 labels.append(OrbitalLabel(shell, n_r, abs_m, 1))
         shell += 1
     return labels[:num_orbitals]
+
+
+def open_shell(num_orbitals: int) -> Tuple[int, List[OrbitalLabel]]:
+    """The partially filled shell of the first ``num_orbitals`` orbitals.
+
+    Returns ``(num_closed, shell)``: the number of orbitals in completely filled shells and all
+    labels of the next shell when it is only partly filled (``0 < num_orbitals - num_closed <
+    len(shell)``); ``shell`` is empty when ``num_orbitals`` fills shells exactly. Inside an open
+    shell every choice of occupied orbitals is degenerate at zero coupling, so which ones the
+    interacting ground state needs (its angular momentum) is not fixed by the filling order.
+    """
+    if num_orbitals < 0:
+        raise ValueError(f'num_orbitals must be >= 0, got {num_orbitals}.')
+    num_closed, shell = 0, 0
+    while num_closed + shell + 1 <= num_orbitals:
+        num_closed += shell + 1
+        shell += 1
+    if num_closed == num_orbitals:
+        return num_closed, []
+    return num_closed, [lab for lab in orbital_labels(num_closed + shell + 1) if lab.shell == shell]
 
 
 def label_features(labels: List[OrbitalLabel]) -> np.ndarray:

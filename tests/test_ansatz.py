@@ -130,3 +130,64 @@ def test_orbital_labels_shells():
     assert harmonic_basis.orbital_labels(0) == []
     with pytest.raises(ValueError, match='num_orbitals'):
         harmonic_basis.orbital_labels(-1)
+
+
+def test_open_shell_labels():
+    """Closed shells hold 1, 3, 6, 10 orbitals; a partly filled shell is returned whole."""
+    for count in (0, 1, 3, 6, 10):
+        assert harmonic_basis.open_shell(count) == (count, [])
+    closed, shell = harmonic_basis.open_shell(7)
+    assert closed == 6 and [(lab.abs_m, lab.is_sin) for lab in shell] == [(1, 0), (1, 1), (3, 0), (3, 1)]
+    assert all(lab.shell == 3 for lab in shell)
+    closed, shell = harmonic_basis.open_shell(11)
+    assert closed == 10 and len(shell) == 5 and sorted(lab.abs_m for lab in shell) == [0, 2, 2, 4, 4]
+    with pytest.raises(ValueError):
+        harmonic_basis.open_shell(-1)
+
+
+def test_open_shell_mixing_has_the_same_parameters_for_every_n():
+    """Parameters created at a closed shell (6, 0) and at an open one (7, 0) have identical shapes."""
+    wf = ansatz.make_fermi_sets(SMALL_CONFIG)
+    dot = QuantumDot()
+    shapes = []
+    for spins in ((6, 0), (7, 0), (3, 3)):
+        cond = dot.context_features(dot.context(*spins).values, *spins)
+        x = jax.random.normal(jax.random.PRNGKey(0), (sum(spins), 2))
+        params = wf.init(jax.random.PRNGKey(1), x, cond, spins, 1.0)
+        shapes.append(jax.tree_util.tree_map(jnp.shape, params))
+    assert shapes[0] == shapes[1] == shapes[2]
+    assert any('open_shell_mixer' in name for name in shapes[0])
+
+
+@pytest.mark.parametrize('spins,exact', [((7, 0), 18.0), ((8, 0), 22.0), ((4, 1), 9.0)])
+def test_open_shell_mixing_stays_exact_at_zero_coupling(spins, exact):
+    """Mixing only combines orbitals of one degenerate shell, so with the network's dressing off
+    (generated weights and ρ's position dependence zeroed) and O(1) random mixing weights, every
+    determinant, and hence Ψ, is still an eigenstate at λ = 0: E_L equals the exact energy on every
+    walker. The same weights do change Ψ (compared with mixing switched off)."""
+    dot = QuantumDot()
+    ctx = dot.context(*spins, lam=0.0)
+    cond = dot.context_features(ctx.values, *spins)
+    walkers = dot.init_walkers(jax.random.PRNGKey(3), ctx, 64)
+    logs = {}
+    for mixing in (True, False):
+        config = ansatz.FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=2, hidden=8,
+                                        open_shell_mixing=mixing)
+        wf = ansatz.make_fermi_sets(config)
+        params = wf.init(jax.random.PRNGKey(1), walkers[0], cond, spins, 0.0)
+        params = {name: dict(layer) for name, layer in params.items()}
+        for name in ('fermi_sets/orbital_generator/linear_1', 'fermi_sets/rho/linear_1'):
+            params[name]['w'] = jnp.zeros_like(params[name]['w'])
+        params['fermi_sets/orbital_generator/linear_1']['b'] = jnp.zeros_like(
+            params['fermi_sets/orbital_generator/linear_1']['b'])
+        if mixing:
+            mix = params['fermi_sets/open_shell_mixer/linear_1']
+            mix['w'] = jax.random.normal(jax.random.PRNGKey(7), mix['w'].shape)
+            mix['b'] = jax.random.normal(jax.random.PRNGKey(8), mix['b'].shape)
+        local_energy = make_local_energy(make_log_psi(wf, dot, spins), dot.potential_components, 'folx')
+        e_loc, _ = jax.jit(jax.vmap(local_energy, in_axes=(None, 0, None)))(params, walkers, ctx.values)
+        np.testing.assert_allclose(np.asarray(e_loc), exact, rtol=0, atol=1e-6)
+        apply = jax.vmap(wf.apply, in_axes=(None, 0, None, None, None))
+        logs[mixing] = np.asarray(apply(params, walkers, cond, spins, 0.0)[1])
+    # Ratios ψ_mix/ψ_plain vary between walkers: the mixing changed the wavefunction, not its norm.
+    assert np.std(logs[True] - logs[False]) > 1e-3
