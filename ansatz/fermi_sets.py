@@ -99,7 +99,7 @@ def _mix_open_shell(mixer, poly, xs, labels, cond, sigma):
         jnp.broadcast_to(q_cand[None], (n_open, size, q_cand.shape[-1])),
         jnp.broadcast_to(cond.astype(poly.dtype), (n_open, size, cond.shape[0])),
         jnp.full((n_open, size, 1), sigma, poly.dtype)], axis=-1)
-    identity = np.array([[float(slot == cand) for cand in shell] for slot in labels[num_closed:]])
+    identity = jnp.asarray([[float(slot == cand) for cand in shell] for slot in labels[num_closed:]], poly.dtype)
     mixing = identity[..., None] + mixer(pair_in)  # [n_open, size, K]
     candidates = harmonic_basis.polynomial_part(xs, shell)  # [n_σ, size]
     open_poly = jnp.einsum('ic,jck->ijk', candidates, mixing)  # [n_σ, n_open, K]
