@@ -21,7 +21,7 @@ from typing import Callable, Optional, Union
 import jax.numpy as jnp
 import numpy as np
 
-from qvmc.types import Array
+from samplers.types import Array
 
 LatticeSpec = Optional[Union[Callable[[int], np.ndarray], np.ndarray]]
 

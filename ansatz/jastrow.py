@@ -8,7 +8,7 @@ import numpy as np
 
 from ansatz import features
 from ansatz.layers import MLP
-from qvmc.types import Array
+from samplers.types import Array
 
 
 def spin_labels(spins: Tuple[int, int]) -> np.ndarray:

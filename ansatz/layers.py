@@ -6,7 +6,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from qvmc.types import Array
+from samplers.types import Array
 
 
 class MLP(hk.Module):

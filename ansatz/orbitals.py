@@ -9,7 +9,7 @@ import numpy as np
 
 from ansatz import features
 from ansatz.base import log_sum_determinants, slogdet_blocks
-from qvmc.types import Array
+from samplers.types import Array
 
 
 class OrbitalHead(hk.Module):

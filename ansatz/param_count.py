@@ -6,7 +6,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from qvmc.types import Params
+from samplers.types import Params
 
 # (component, regular expression) in priority order, matched against module-path parts.
 DEFAULT_COMPONENTS: Tuple[Tuple[str, str], ...] = (

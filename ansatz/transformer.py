@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ansatz.layers import FiLM
-from qvmc.types import Array
+from samplers.types import Array
 
 __all__ = ['FiLM', 'GroupedQueryAttention', 'MixtureOfExperts', 'RMSNorm', 'powertail']
 

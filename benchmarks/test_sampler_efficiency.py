@@ -19,7 +19,7 @@ import samplers
 from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
 from qvmc import VMC, VMCConfig
-from qvmc.stats import compute_stats
+from samplers.stats import compute_stats
 from qvmc.vmc import make_log_psi, make_task_functions
 
 

@@ -12,6 +12,7 @@ Writes ``history.csv``, ``burn_in.csv``, checkpoints, ``training.png`` and, unde
 
 import argparse
 import os
+import sys
 import time
 
 import jax
@@ -29,40 +30,88 @@ from qvmc.schedule import BlockwiseSchedule
 from qvmc.sweep import Sweep
 from qvmc.train import CHECKPOINT_NAME, load_history, train
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
+from cli import (check, finite_float, int_at_least, nonnegative_int, parse_burn_in, parse_interval,  # noqa: E402
+                 parse_stages, positive_float, positive_int)
 
-def parse_stages(text):
-    """``'0:4,2000:16'`` -> ``[(0, 4), (2000, 16)]`` (start step: contexts per block)."""
+STEPS_WHY = 'the warmup-cosine learning-rate schedule needs at least two steps'
+MIN_SWEEP_POINTS = 5  # the transition fit needs two straight branches of ≥ 2 points each, plus one
+SWEEP_POINTS_WHY = 'the transition fit needs two straight branches of at least two points each, plus one'
+
+
+def validate_args(args, parser):
+    """Checks every flag that ``argparse`` cannot check alone; ``parser.error`` (exit status 2) on the first bad one.
+
+    Runs before JAX compiles anything: builds the system, the supercell and the schedule (plain Python).
+    """
+    if args.seed >= 2**63:
+        parser.error(f"--seed: bad value '{args.seed}' (expected an integer in [0, 2^63))")
+    if args.ansatz == 'qernel':
+        heads = 2  # main() builds QernelConfig(num_heads=2, num_kv_heads=1)
+        if args.hidden % heads:
+            parser.error(f"--hidden: bad value '{args.hidden}' (qernel needs a width divisible by num_heads = {heads})")
+        check(parser, QernelConfig, width=args.hidden, num_layers=args.layers, num_heads=heads, num_kv_heads=1,
+              expert_hidden=args.hidden, num_determinants=args.determinants)
+    else:
+        check(parser, SlaterJastrowConfig, hidden=args.hidden, num_layers=args.layers,
+              num_determinants=args.determinants, jastrow_hidden=args.hidden)
     try:
-        return [tuple(int(v) for v in item.split(':')) for item in text.split(',')]
-    except ValueError:
-        raise SystemExit(f'bad --stages {text!r}: use start:count,start:count (e.g. 0:4,2000:16)') from None
+        system = MoireSystem(epsilon=args.epsilon)
+    except ValueError as err:
+        parser.error(f"--epsilon: bad value '{args.epsilon}' ({err})")
+    try:
+        system.context(args.electrons, 0, lam=0.0)  # N ≤ max_electrons and N/ν moiré cells (num_cells)
+        system.supercell(args.electrons)
+    except ValueError as err:
+        parser.error(f"--electrons: bad value '{args.electrons}' ({err})")
+    lam_range = check(parser, parse_interval, args.lam_range, '--lam-range', minimum=0.0, name='λ (moiré depth)')
+    if args.sweep_range is not None:
+        check(parser, parse_interval, args.sweep_range, '--sweep-range', minimum=0.0, name='λ (moiré depth)')
+    stages = check(parser, parse_stages, args.stages, '--stages')
+    for start, count in stages:
+        if args.walkers % count:
+            parser.error(f"--walkers: bad value '{args.walkers}' (must be divisible by the {count} λ blocks of stage "
+                         f"'{start}:{count}' in --stages {args.stages!r})")
+    check(parser, parse_burn_in, args.burn_in, '--burn-in')
+    base = system.context(args.electrons, 0, lam=float(np.mean(lam_range)))
+    schedule = check(parser, BlockwiseSchedule, base, 'lam', args.lam_range, args.block_length, stages=stages,
+                     seed=args.seed)
+    check(parser, schedule.validate, system, args.walkers)
+    if os.path.exists(args.run_dir) and not os.path.isdir(args.run_dir):
+        parser.error(f'--run-dir: bad path {args.run_dir!r} (exists and is not a directory)')
+    return args
 
 
-def parse_args():
+def parse_args(argv=None):
+    """Parses and validates the flags (``argv``: default ``sys.argv[1:]``); exits with status 2 on a bad one."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--run-dir', default='runs/moire_transition')
-    p.add_argument('--electrons', type=int, default=6, help='N (spin-polarized)')
-    p.add_argument('--epsilon', type=float, default=5.0, help='dielectric constant ε')
+    p.add_argument('--electrons', type=positive_int, default=6, help='N (spin-polarized; N/ν moiré cells)')
+    p.add_argument('--epsilon', type=positive_float, default=5.0, help='dielectric constant ε')
     p.add_argument('--ansatz', choices=('slater_jastrow', 'qernel'), default='slater_jastrow')
-    p.add_argument('--hidden', type=int, default=16, help='network width')
-    p.add_argument('--layers', type=int, default=1)
-    p.add_argument('--determinants', type=int, default=1)
-    p.add_argument('--lam-range', type=float, nargs=2, default=(0.6, 1.6), help='training interval of λ')
-    p.add_argument('--steps', type=int, default=400, help='training steps')
-    p.add_argument('--block-length', type=int, default=50, help='K: steps per block of contexts')
+    p.add_argument('--hidden', type=positive_int, default=16, help='network width')
+    p.add_argument('--layers', type=positive_int, default=1)
+    p.add_argument('--determinants', type=positive_int, default=1)
+    p.add_argument('--lam-range', type=finite_float, nargs=2, default=(0.6, 1.6),
+                   help='training interval of λ (0 ≤ lo < hi)')
+    p.add_argument('--steps', type=int_at_least(2, STEPS_WHY), default=400, help='training steps (≥ 2)')
+    p.add_argument('--block-length', type=positive_int, default=50, help='K: steps per block of contexts')
     p.add_argument('--stages', default='0:4,200:8', help='start:N_λ,… (the study: 0:4,<later>:16)')
-    p.add_argument('--walkers', type=int, default=128, help='total walkers (divisible by every N_λ)')
-    p.add_argument('--lr', type=float, default=3e-3)
-    p.add_argument('--substeps', type=int, default=10, help='MCMC sub-steps per training step')
-    p.add_argument('--sweep-points', type=int, default=11, help='λ values in the sweep')
-    p.add_argument('--sweep-range', type=float, nargs=2, default=None, help='sweep interval (default: training)')
-    p.add_argument('--eval-walkers', type=int, default=128)
-    p.add_argument('--eval-steps', type=int, default=100, help='measurement MCMC calls per λ')
-    p.add_argument('--burn-in', type=int, nargs=3, default=(10, 20, 300), metavar=('CHUNK', 'MIN', 'MAX'))
-    p.add_argument('--checkpoint-every', type=int, default=50)
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--walkers', type=positive_int, default=128, help='total walkers (divisible by every N_λ)')
+    p.add_argument('--lr', type=positive_float, default=3e-3)
+    p.add_argument('--substeps', type=positive_int, default=10, help='MCMC sub-steps per training step')
+    p.add_argument('--sweep-points', type=int_at_least(MIN_SWEEP_POINTS, SWEEP_POINTS_WHY), default=11,
+                   help=f'λ values in the sweep (≥ {MIN_SWEEP_POINTS} for the transition fit)')
+    p.add_argument('--sweep-range', type=finite_float, nargs=2, default=None,
+                   help='sweep interval (default: training; 0 ≤ lo < hi)')
+    p.add_argument('--eval-walkers', type=positive_int, default=128)
+    p.add_argument('--eval-steps', type=positive_int, default=100, help='measurement MCMC calls per λ')
+    p.add_argument('--burn-in', type=nonnegative_int, nargs=3, default=(10, 20, 300), metavar=('CHUNK', 'MIN', 'MAX'),
+                   help='equilibration: CHUNK ≥ 4, 0 ≤ MIN ≤ MAX, MAX ≥ 2·CHUNK')
+    p.add_argument('--checkpoint-every', type=positive_int, default=50)
+    p.add_argument('--seed', type=nonnegative_int, default=0)
     p.add_argument('--x64', action='store_true', help='float64 throughout')
-    return p.parse_args()
+    return validate_args(p.parse_args(argv), p)
 
 
 def main():

@@ -15,6 +15,7 @@ inference sweep (energies, densities, g(r), wavefunction slices; CSV, netCDF and
 
 import argparse
 import os
+import sys
 import time
 
 import jax
@@ -32,63 +33,89 @@ from qvmc.sweep import Sweep
 from qvmc.train import load_history, train
 from qvmc.transfer import transfer_state
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
+from cli import (check, finite_float, int_at_least, parse_interval, parse_points, parse_range,  # noqa: E402
+                 positive_float, positive_int, spins_of)
 
-def parse_points(items):
-    """``['2:0,2,8', '6:1']`` -> ``[(2, 0.0), (2, 2.0), (2, 8.0), (6, 1.0)]``."""
-    points = []
-    for item in items:
-        n, _, lams = item.partition(':')
-        if not lams:
-            raise SystemExit(f'bad point list {item!r}: use N:λ1,λ2,… (e.g. 6:0,2,8)')
-        points += [(int(n), float(lam)) for lam in lams.split(',')]
-    return points
+STEPS_WHY = 'the warmup-cosine learning-rate schedule needs at least two steps'
 
 
-def parse_range(text, cast=float):
-    """``'0:10:11'`` -> 11 values from 0 to 10; ``'5-11'`` -> 5, 6, …, 11; ``'3,5'`` -> 3, 5."""
-    if ':' in text:
-        start, stop, num = text.split(':')
-        return [cast(v) for v in np.linspace(float(start), float(stop), int(num))]
-    if '-' in text[1:]:
-        start, stop = text.split('-')
-        return list(range(int(start), int(stop) + 1))
-    return [cast(v) for v in text.split(',')]
+def validate_args(args, parser):
+    """Checks every flag that ``argparse`` cannot check alone; ``parser.error`` (exit status 2) on the first bad one.
+
+    Runs before JAX compiles anything: only plain-Python checks and context construction.
+    """
+    dot = QuantumDot()
+    if not -2**63 <= args.seed < 2**63:
+        parser.error(f"--seed: bad value '{args.seed}' (expected an integer in [-2^63, 2^63))")
+    if args.schedule == 'blockwise' and args.seed < 0:
+        parser.error(f"--seed: bad value '{args.seed}' (the blockwise schedule needs a seed ≥ 0)")
+    heads = FermiSetsConfig().num_heads
+    if args.width % heads:
+        parser.error(f"--width: bad value '{args.width}' (Fermi Sets needs a width divisible by num_heads = {heads})")
+    check(parser, FermiSetsConfig, width=args.width, num_layers=args.layers, num_determinants=args.determinants)
+    lam_range = check(parser, parse_interval, args.lam_range, '--lam-range', minimum=0.0, name='λ')
+
+    def checked_contexts(flag, spins_and_lams, token):
+        for n, lam in spins_and_lams:
+            try:
+                dot.context(*spins_of(n, args.spin), lam=lam)
+            except ValueError as err:
+                why = f'N must be ≤ {dot.max_electrons}' if n > dot.max_electrons else str(err)
+                parser.error(f'{flag}: bad N {n} in {token!r} ({args.spin} N = {n} at λ = {lam:g}: {why})')
+
+    for flag, items in (('--train', args.train), ('--predict', args.predict)):
+        check(parser, parse_points, items, flag)  # an empty list is rejected too
+        for item in items:
+            checked_contexts(flag, parse_points([item], flag), item)
+    if args.sweep_lam:
+        check(parser, parse_range, args.sweep_lam, float, '--sweep-lam', minimum=0.0, name='λ')
+    if args.sweep_n:
+        sizes = check(parser, parse_range, args.sweep_n, int, '--sweep-n', minimum=1, name='N')
+        checked_contexts('--sweep-n', [(n, 0.0) for n in sizes], args.sweep_n)
+    if args.schedule == 'blockwise':
+        points = parse_points(args.train)
+        bases = [dot.context(*spins_of(n, args.spin), lam=lam_range[0]) for n in dict.fromkeys(n for n, _ in points)]
+        check(parser, BlockwiseSchedule, bases, 'lam', lam_range, args.block_length, args.num_lam, seed=args.seed)
+    if args.init_from and not os.path.exists(args.init_from):
+        parser.error(f'--init-from: bad path {args.init_from!r} (no such checkpoint file or run directory)')
+    if os.path.exists(args.run_dir) and not os.path.isdir(args.run_dir):
+        parser.error(f'--run-dir: bad path {args.run_dir!r} (exists and is not a directory)')
+    return args
 
 
-def spins_of(n, spin):
-    """(n_up, n_down) of N electrons: ``unpolarized`` (n_up = ⌈N/2⌉) or ``polarized``."""
-    return (n, 0) if spin == 'polarized' else ((n + 1) // 2, n // 2)
-
-
-def parse_args():
+def parse_args(argv=None):
+    """Parses and validates the flags (``argv``: default ``sys.argv[1:]``); exits with status 2 on a bad one."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--run-dir', default='runs/quantum_dot_foundation')
-    p.add_argument('--steps', type=int, default=600, help='training steps')
-    p.add_argument('--walkers', type=int, default=256, help='walkers per training context')
-    p.add_argument('--lr', type=float, default=3e-3, help='peak Adam learning rate')
-    p.add_argument('--width', type=int, default=32)
-    p.add_argument('--layers', type=int, default=2)
-    p.add_argument('--determinants', type=int, default=4)
-    p.add_argument('--eval-walkers', type=int, default=256)
-    p.add_argument('--eval-steps', type=int, default=150, help='measurement MCMC calls per prediction')
+    p.add_argument('--steps', type=int_at_least(2, STEPS_WHY), default=600, help='training steps (≥ 2)')
+    p.add_argument('--walkers', type=positive_int, default=256, help='walkers per training context')
+    p.add_argument('--lr', type=positive_float, default=3e-3, help='peak Adam learning rate')
+    p.add_argument('--width', type=positive_int, default=32,
+                   help=f'stream width (a multiple of num_heads = {FermiSetsConfig().num_heads})')
+    p.add_argument('--layers', type=positive_int, default=2)
+    p.add_argument('--determinants', type=positive_int, default=4)
+    p.add_argument('--eval-walkers', type=positive_int, default=256)
+    p.add_argument('--eval-steps', type=positive_int, default=150, help='measurement MCMC calls per prediction')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--x64', action='store_true', help='train in float64 (slower, more precise)')
     p.add_argument('--spin', choices=('unpolarized', 'polarized'), default='unpolarized')
     p.add_argument('--train', nargs='+', default=['2:0,2,8', '6:0,2'], help='training points N:λ,λ,…')
     p.add_argument('--predict', nargs='+', default=['2:1,5,10', '6:1', '4:0', '3:0'], help='held-out N:λ,…')
     p.add_argument('--schedule', choices=('discrete', 'blockwise'), default='discrete')
-    p.add_argument('--lam-range', type=float, nargs=2, default=(0.0, 10.0), help='blockwise λ interval')
-    p.add_argument('--block-length', type=int, default=500, help='blockwise: steps per block of contexts')
-    p.add_argument('--num-lam', type=int, default=4, help='blockwise: λ values per N and block')
+    p.add_argument('--lam-range', type=finite_float, nargs=2, default=(0.0, 10.0),
+                   help='blockwise λ interval (0 ≤ lo < hi)')
+    p.add_argument('--block-length', type=positive_int, default=500, help='blockwise: steps per block of contexts')
+    p.add_argument('--num-lam', type=positive_int, default=4, help='blockwise: λ values per N and block')
     p.add_argument('--sweep-lam', default=None, help='inference sweep λ grid, e.g. 0:10:11')
     p.add_argument('--sweep-n', default=None, help='inference sweep N values, e.g. 5-11 (default: training N)')
-    p.add_argument('--sweep-steps', type=int, default=100, help='measurement calls per sweep point')
+    p.add_argument('--sweep-steps', type=positive_int, default=100, help='measurement calls per sweep point')
     p.add_argument('--init-from', default=None, help='checkpoint or run directory to take parameters from')
-    p.add_argument('--checkpoint-every', type=int, default=50)
-    p.add_argument('--keep-checkpoints', type=int, default=3)
+    p.add_argument('--checkpoint-every', type=positive_int, default=50)
+    p.add_argument('--keep-checkpoints', type=positive_int, default=3)
     p.add_argument('--normalize-energy-scale', action='store_true',
                    help='loss: per-context energies normalized by their spread (contexts of very different N)')
-    return p.parse_args()
+    return validate_args(p.parse_args(argv), p)
 
 
 def main():

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import special
 
 from hamiltonians.lattice import cell_area, lattice_points, reciprocal_lattice, reduce_basis
-from qvmc.types import Array
+from samplers.types import Array
 
 
 class EwaldSum:

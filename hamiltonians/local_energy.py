@@ -6,9 +6,7 @@ import folx
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array  # local aliases (as in qvmc.types): importing qvmc here would be circular,
-ContextValues = Dict[str, Array]  # since qvmc.vmc imports this module
-Params = Any
+from samplers.types import Array, ContextValues, Params
 
 KINETIC_METHODS = ('folx', 'hessian')
 

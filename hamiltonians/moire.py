@@ -11,8 +11,8 @@ import numpy as np
 
 from hamiltonians import lattice as lat
 from hamiltonians.ewald import EwaldSum
-from qvmc.context import Context
-from qvmc.types import Array, ContextValues, PRNGKey
+from hamiltonians.context import Context
+from samplers.types import Array, ContextValues, PRNGKey
 
 HBAR2_OVER_2ME = 38.0998212  # ħ²/(2 m_e) in meV·nm² (CODATA 2018: 0.0380998212 eV nm²)
 COULOMB_CONSTANT = 1439.964548  # e²/(4π ε0) in meV·nm (CODATA 2018: 1.439964548 eV nm)
@@ -79,6 +79,7 @@ class MoireSystem:
     max_electrons: int = 200
     ewald_precision: float = 1e-10
     ndim: int = 2
+    periodic = True  # a class attribute, not a field
     param_names = ('lam',)
 
     def __post_init__(self):
@@ -121,6 +122,10 @@ class MoireSystem:
         unit = lat.triangular_lattice(1.0)
         matrix = lat.best_supercell_matrix(unit, self.num_cells(n_electrons))
         return matrix @ self.primitive_lattice()
+
+    def simulation_cell(self, n_electrons: int) -> np.ndarray:
+        """The periodic cell of N electrons (``supercell``, rows in nm); ``hamiltonians.System``."""
+        return np.asarray(self.supercell(n_electrons), np.float64)
 
     def network_lattice(self, n_electrons: int) -> np.ndarray:
         """Supercell vectors (rows) in units of ``a_M``, the network's length unit."""

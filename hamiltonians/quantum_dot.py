@@ -1,14 +1,14 @@
 """The 2D harmonic quantum dot: N electrons in the trap ½ ω² r² with Coulomb strength λ."""
 
 import dataclasses
-from typing import Dict, Optional
+from typing import ClassVar, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qvmc.context import Context
-from qvmc.types import Array, ContextValues, PRNGKey
+from hamiltonians.context import Context
+from samplers.types import Array, ContextValues, PRNGKey
 
 
 def pairwise_distances(x: Array) -> Array:
@@ -41,7 +41,13 @@ class QuantumDot:
     max_electrons: int = 30
     default_omega: float = 1.0
     ndim: int = 2
+    periodic: ClassVar[bool] = False
+    kinetic_scale: ClassVar[float] = 1.0  # atomic units
     param_names = ('lam', 'omega')
+
+    def simulation_cell(self, n_electrons: int) -> None:
+        """None: the dot is an open system."""
+        return None
 
     def context(self, n_up: int, n_down: int = 0, lam: float = 0.0,
                 omega: Optional[float] = None) -> Context:

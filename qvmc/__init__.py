@@ -1,10 +1,19 @@
-"""qvmc: conditional neural wavefunctions trained by variational Monte Carlo."""
+"""qvmc: conditional neural wavefunctions trained by variational Monte Carlo.
 
+Layers (each imports only the ones before it): ``samplers`` (kernels, chains, the measurement
+engine, statistics) <- ``hamiltonians`` (systems, contexts, local energies) <- ``ansatz``
+(wavefunctions) <- ``qvmc`` (training step, optimizers, training loop, inference, I/O).
+"""
+
+from hamiltonians.context import Context, group_by_spins
+from hamiltonians.system import make_log_psi
 from qvmc import natgrad, scores
-from qvmc.context import Context, group_by_spins
-from qvmc.vmc import TrainState, VMC, VMCConfig, make_log_psi, make_task_functions
+from qvmc.config import VMCConfig
+from qvmc.state import StepInfo, TaskStats, TrainState
+from qvmc.step import make_train_step
+from qvmc.vmc import VMC, make_task_functions
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
-__all__ = ['natgrad', 'scores', 'Context', 'group_by_spins', 'TrainState', 'VMC', 'VMCConfig', 'make_log_psi',
-           'make_task_functions']
+__all__ = ['natgrad', 'scores', 'Context', 'group_by_spins', 'StepInfo', 'TaskStats', 'TrainState', 'VMC',
+           'VMCConfig', 'make_log_psi', 'make_task_functions', 'make_train_step']

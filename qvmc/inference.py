@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from qvmc import stats as qstats
-from qvmc.context import Context
-from qvmc.types import Array, Params, PRNGKey
+from samplers import stats as qstats
+from hamiltonians.context import Context
+from samplers.types import Array, Params, PRNGKey
 from hamiltonians.local_energy import make_local_energy
 from qvmc.vmc import TaskState, VMCConfig, make_log_psi, make_task_functions
 from samplers.equilibration import burn_in

@@ -2,27 +2,27 @@
 
 How a training loop calls it
 ----------------------------
-Every optimizer here is a ``NaturalGradient(init, update)``; plain optax optimizers are
-wrapped by ``as_natural_gradient(tx)`` so the loop has a single call site::
+Every optimizer here is an ``optax.GradientTransformationExtraArgs``: it sits in
+``optax.chain`` next to clipping, schedules or ``optax.apply_if_finite``, and plain optax
+optimizers need no wrapper (``optax.chain`` passes the extra arguments only to the
+transformations that take them)::
 
-    tx = natgrad.spring(learning_rate=schedule, diag_shift=1e-3, momentum=0.9, max_norm=1e-3)
-    # or: tx = natgrad.as_natural_gradient(optax.adam(1e-3))
+    tx = optax.chain(natgrad.spring(learning_rate=schedule, diag_shift=1e-3, momentum=0.9, max_norm=1e-3),
+                     optax.clip_by_global_norm(1.0))
     opt_state = tx.init(params)
     ...  # each step, for every context c = 0..C-1 (walkers may have different N):
     O_c = score_fn(params, walkers_c, values_c)       # [n_c, P]  (scores.make_score_fn)
     E_c = clipped local energies of context c          # [n_c]     (the ones in the gradient)
     scores, energies, ids = natgrad.stack_contexts([O_0, ...], [E_0, ...])
-    updates, new_opt_state = tx.update(grads, opt_state, params, scores=scores,
-                                       local_energies=energies, context_ids=ids,
-                                       num_contexts=C, context_weights=w)   # w: [C] or None
-    params, opt_state, accepted = natgrad.apply_if_finite(params, opt_state, updates,
-                                                          new_opt_state)
+    g = natgrad.energy_gradient(scores, energies, ids, w)            # the VMC energy gradient
+    updates, opt_state = tx.update(unravel(g), opt_state, params, scores=scores,
+                                   local_energies=energies, context_ids=ids, context_weights=w)
 
-``grads`` is ignored by SR/minSR/SPRING (they form g from O and E); for a wrapped optax
-optimizer pass the per-context weighted gradient, or ``None`` to have it formed from O and
-E. ``num_contexts`` must be a Python int (close over it or mark it static under ``jit``).
-The loop jits its own step; nothing here is jitted. The Adam path can avoid storing O
-altogether with ``scores.make_gradient_sums_fn`` and ``scores.gradient_from_sums``.
+``context_weights`` ``[C]`` (the weights of the per-context energies in the loss, e.g.
+``1/C`` each) also fixes the number of contexts C through its static shape. The gradient
+passed as ``updates`` is ignored by SR/minSR/SPRING (they form it from O and E); whether a
+state needs scores at all is ``uses_scores(opt_state)`` (the training step computes O only
+then). Nothing here is jitted; the training step jits the whole update.
 
 Conventions
 -----------
@@ -74,7 +74,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from qvmc.scores import make_unravel
-from qvmc.types import Array, Params
+from samplers.types import Array, Params
 
 ScalarOrSchedule = Union[float, Callable[[Array], Array]]
 
@@ -96,11 +96,26 @@ class NaturalGradientState(NamedTuple):
     info: NaturalGradientInfo
 
 
-class NaturalGradient(NamedTuple):
-    """``init(params) -> state``; ``update(grads, state, params, *, scores, local_energies,
-    context_ids, num_contexts, context_weights=None) -> (updates, state)``."""
-    init: Callable[[Params], Any]
-    update: Callable[..., Tuple[Params, Any]]
+NaturalGradient = optax.GradientTransformationExtraArgs  # the type every optimizer here has
+
+
+def uses_scores(opt_state: Any) -> bool:
+    """True if ``opt_state`` (of any optax chain or wrapper) holds a natural-gradient state,
+    i.e. the optimizer needs per-walker ``scores`` among its extra arguments."""
+    is_ng = lambda x: isinstance(x, NaturalGradientState)
+    return any(is_ng(x) for x in jax.tree.leaves(opt_state, is_leaf=is_ng))
+
+
+def _weights(context_weights: Optional[Array], num_contexts: Optional[int]) -> Array:
+    """The ``[C]`` float64 weights from ``context_weights`` or a legacy ``num_contexts`` (``1/C``)."""
+    if context_weights is not None:
+        weights = jnp.asarray(context_weights).astype(jnp.float64)
+        if weights.ndim != 1:
+            raise ValueError(f'context_weights must be a vector [C], got shape {weights.shape}.')
+        return weights
+    if num_contexts is None:
+        raise ValueError('Pass context_weights [C] (e.g. jnp.full(C, 1 / C)) so the number of contexts is known.')
+    return jnp.full((int(num_contexts),), 1.0 / int(num_contexts), jnp.float64)
 
 
 def stack_contexts(scores: Sequence[Array], local_energies: Sequence[Array]) -> Tuple[Array, Array, Array]:
@@ -110,7 +125,7 @@ def stack_contexts(scores: Sequence[Array], local_energies: Sequence[Array]) -> 
     return jnp.concatenate(scores, axis=0), jnp.concatenate(local_energies, axis=0), jnp.concatenate(ids)
 
 
-def center_by_context(scores: Array, local_energies: Array, context_ids: Array, num_contexts: int,
+def center_by_context(scores: Array, local_energies: Array, context_ids: Array, num_contexts: Optional[int] = None,
                       context_weights: Optional[Array] = None,
                       normalize_energy_scale: bool = False) -> Tuple[Array, Array]:
     """Centred, weighted rows ``(Ō [B, P], ē [B])`` in float64 (see the module conventions).
@@ -119,15 +134,15 @@ def center_by_context(scores: Array, local_energies: Array, context_ids: Array, 
       scores: ``O [B, P]``, rows of all contexts stacked (any order).
       local_energies: ``E [B]``, the (clipped) energies used in the gradient.
       context_ids: ``[B]`` int, the context of each row, in ``[0, num_contexts)``.
-      num_contexts: ``C`` (a Python int).
+      num_contexts: ``C`` (a Python int); may be None when ``context_weights`` is given.
       context_weights: ``[C]`` weights ``w_c`` of the per-context energies (default ``1/C``).
       normalize_energy_scale: divide ē of context c by ``std_c(E)`` (zero std: undivided).
     """
     o = jnp.asarray(scores).astype(jnp.float64)
     e = jnp.asarray(local_energies).astype(jnp.float64)
     ids = jnp.asarray(context_ids)
-    weights = (jnp.full((num_contexts,), 1.0 / num_contexts) if context_weights is None
-               else jnp.asarray(context_weights).astype(jnp.float64))
+    weights = _weights(context_weights, num_contexts)
+    num_contexts = weights.shape[0]
     counts = jax.ops.segment_sum(jnp.ones_like(e), ids, num_segments=num_contexts)
     safe_counts = jnp.maximum(counts, 1.0)
     o = o - (jax.ops.segment_sum(o, ids, num_segments=num_contexts) / safe_counts[:, None])[ids]
@@ -139,7 +154,7 @@ def center_by_context(scores: Array, local_energies: Array, context_ids: Array, 
     return o * row_scale[:, None], e * row_scale
 
 
-def energy_gradient(scores: Array, local_energies: Array, context_ids: Array, num_contexts: int,
+def energy_gradient(scores: Array, local_energies: Array, context_ids: Array, num_contexts: Optional[int] = None,
                     context_weights: Optional[Array] = None, normalize_energy_scale: bool = False) -> Array:
     """``g = 2 Ōᵀē = Σ_c w_c · 2 cov_c(O, E)`` as a float64 vector ``[P]``."""
     o_bar, e_bar = center_by_context(scores, local_energies, context_ids, num_contexts,
@@ -202,13 +217,19 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
         info = NaturalGradientInfo(zero, zero, zero, zero)
         return NaturalGradientState(jnp.zeros((), jnp.int32), previous, info)
 
-    def update(grads, state: NaturalGradientState, params: Params, *, scores: Array, local_energies: Array,
-               context_ids: Array, num_contexts: int, context_weights: Optional[Array] = None):
-        del grads  # formed from O and E below
+    def update(updates, state: NaturalGradientState, params: Params = None, *, scores: Array = None,
+               local_energies: Array = None, context_ids: Array = None, context_weights: Optional[Array] = None,
+               num_contexts: Optional[int] = None, **extra_args):
+        del updates, extra_args  # the gradient is formed from O and E below; other extra args are not ours
         if params is None:
             raise ValueError(f'{name}.update needs params (for the shapes and dtypes of the updates).')
-        o_bar, e_bar = center_by_context(scores, local_energies, context_ids, num_contexts,
-                                         context_weights, normalize_energy_scale)
+        if scores is None or local_energies is None or context_ids is None:
+            raise ValueError(f'{name}.update needs the extra arguments scores [B, P], local_energies [B] and '
+                             'context_ids [B] (the training step passes them; see qvmc.natgrad).')
+        weights = _weights(context_weights, num_contexts)
+        num_contexts = weights.shape[0]
+        o_bar, e_bar = center_by_context(scores, local_energies, context_ids, None, weights,
+                                         normalize_energy_scale)
         lr = jnp.asarray(lr_fn(state.count), jnp.float64)
         shift = jnp.asarray(shift_fn(state.count), jnp.float64)
         if space == 'parameter':
@@ -231,7 +252,7 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
                                          NaturalGradientInfo(lr, shift, fisher_sq, scale))
         return updates, new_state
 
-    return NaturalGradient(init, update)
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def sr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
@@ -276,16 +297,18 @@ def spring(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3,
 
 
 def as_natural_gradient(tx: optax.GradientTransformation,
-                        normalize_energy_scale: bool = False) -> NaturalGradient:
-    """Wrap an optax optimizer so it accepts (and ignores) the natural-gradient arguments.
+                        normalize_energy_scale: bool = False) -> optax.GradientTransformationExtraArgs:
+    """Deprecated: optax optimizers are used as they are (``optax.with_extra_args_support``).
 
-    ``update(grads, state, params=None, *, scores=None, local_energies=None, context_ids=None,
-    num_contexts=None, context_weights=None)`` calls ``tx.update(grads, state, params)``. If
-    ``grads`` is None it is formed from O and E as ``energy_gradient(...)`` (needs params),
-    so the loop can pass the same arguments to every optimizer.
+    Kept for older drivers: ``update(grads, state, params=None, **extra_args)`` calls
+    ``tx.update``; if ``grads`` is None it is formed from the ``scores``, ``local_energies``,
+    ``context_ids`` and ``context_weights`` (or ``num_contexts``) extra arguments.
     """
+    warnings.warn('natgrad.as_natural_gradient is deprecated: pass the optax optimizer itself.',
+                  DeprecationWarning, stacklevel=2)
+
     def update(grads, state, params=None, *, scores=None, local_energies=None, context_ids=None,
-               num_contexts=None, context_weights=None):
+               num_contexts=None, context_weights=None, **extra_args):
         if grads is None:
             if params is None or scores is None:
                 raise ValueError('as_natural_gradient: pass grads, or params together with '
@@ -294,7 +317,7 @@ def as_natural_gradient(tx: optax.GradientTransformation,
                                                          context_weights, normalize_energy_scale))
         return tx.update(grads, state, params)
 
-    return NaturalGradient(tx.init, update)
+    return optax.GradientTransformationExtraArgs(tx.init, update)
 
 
 def _all_finite(tree) -> Array:

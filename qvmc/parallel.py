@@ -188,8 +188,8 @@ def shard_state(state, mesh: Mesh):
     sizes) replicated; works on fresh, stepped, gathered or loaded (numpy) states.
 
     Args:
-      state: a ``qvmc.vmc.TrainState`` (any NamedTuple with ``params``, ``opt_state`` and
-        ``tasks``, each task with ``walkers [W, N, D]`` and ``step_size []``).
+      state: a ``qvmc.state.TrainState`` (``params``, ``opt_state``, ``values``, ``step``,
+        ``num_rejected`` and ``chains``, each with ``walkers [W, N, D]`` and ``step_size []``).
       mesh: from ``make_mesh``. In a multi-process run every process passes the same full
         state (e.g. the same seed, or the same checkpoint) and keeps its devices' part.
 
@@ -197,12 +197,13 @@ def shard_state(state, mesh: Mesh):
       ValueError: a context's walker count is not divisible by the number of devices.
     """
     walkers, whole = walker_sharding(mesh), replicated(mesh)
-    tasks = []
-    for i, task in enumerate(state.tasks):
-        check_divisible(int(np.shape(task.walkers)[0]), mesh, f'walkers of context block {i}')
-        tasks.append(task._replace(walkers=_put(task.walkers, walkers), step_size=_put(task.step_size, whole)))
-    return state._replace(params=jax.tree.map(lambda a: _put(a, whole), state.params),
-                          opt_state=jax.tree.map(lambda a: _put(a, whole), state.opt_state), tasks=tuple(tasks))
+    chains = []
+    for i, chain in enumerate(state.chains):
+        check_divisible(int(np.shape(chain.walkers)[0]), mesh, f'walkers of context block {i}')
+        chains.append(chain._replace(walkers=_put(chain.walkers, walkers), step_size=_put(chain.step_size, whole)))
+    put = lambda tree: jax.tree.map(lambda a: _put(a, whole), tree)
+    return state._replace(params=put(state.params), opt_state=put(state.opt_state), chains=tuple(chains),
+                          values=put(state.values), step=put(state.step), num_rejected=put(state.num_rejected))
 
 
 def to_host(x):
@@ -246,13 +247,13 @@ def cast_params(params, dtype: str):
 
 
 def cast_walkers(state, dtype: str):
-    """Walkers and step sizes of every task cast to ``dtype``; the network follows the walkers'
+    """Walkers and step sizes of every walker block cast to ``dtype``; the network follows the walkers'
     dtype (see ``qvmc.vmc.make_log_psi``), while local-energy potentials, energy statistics,
     gradient sums and natural-gradient solves stay in float64 when ``jax_enable_x64`` is on."""
     check_dtype(dtype)
-    tasks = tuple(t._replace(walkers=t.walkers.astype(dtype), step_size=t.step_size.astype(dtype))
-                  for t in state.tasks)
-    return state._replace(tasks=tasks)
+    chains = tuple(c._replace(walkers=c.walkers.astype(dtype), step_size=c.step_size.astype(dtype))
+                   for c in state.chains)
+    return state._replace(chains=chains)
 
 
 def reduction_dtype():

@@ -5,7 +5,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from qvmc.context import Context
+from hamiltonians.context import Context
 import samplers
 
 

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from qvmc.types import Array, ContextValues, LogPsiFn, Params
+from qvmc import parallel
+from samplers.types import Array, ContextValues, LogPsiFn, Params
 
 
 def _check_chunk_size(chunk_size: Optional[int]) -> None:
@@ -37,20 +38,8 @@ def num_params(params: Params) -> int:
     return sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(params))
 
 
-def chunked_vmap(fn: Callable[[Array], Array], chunk_size: Optional[int]) -> Callable[[Array], Array]:
-    """``vmap(fn)`` over the leading axis, executed ``chunk_size`` rows at a time.
-
-    Peak memory is that of one chunk: ``lax.map(..., batch_size=chunk_size)`` runs a
-    sequential loop over chunks, each vmapped; a remainder is handled by one extra vmap.
-    Rows are independent, so the result equals the unchunked one.
-    """
-    _check_chunk_size(chunk_size)
-
-    def mapped(xs):
-        if chunk_size is None or chunk_size >= jax.tree.leaves(xs)[0].shape[0]:
-            return jax.vmap(fn)(xs)
-        return jax.lax.map(fn, xs, batch_size=chunk_size)
-    return mapped
+chunked_vmap = parallel.chunked_vmap  # the one (strided, sharding-friendly) chunking implementation
+accumulate = parallel.accumulate
 
 
 def make_score_fn(log_psi: LogPsiFn, chunk_size: Optional[int] = None):
@@ -73,31 +62,6 @@ def make_score_fn(log_psi: LogPsiFn, chunk_size: Optional[int] = None):
     def scores(params: Params, walkers: Array, values: ContextValues) -> Array:
         return chunked_vmap(lambda x: score_one(params, x, values), chunk_size)(walkers)
     return scores
-
-
-def accumulate(fn: Callable, xs, chunk_size: Optional[int]):
-    """Sum ``fn`` over micro-batches of the leading axis of ``xs``: ``Σ_chunks fn(chunk)``.
-
-    ``fn(chunk)`` maps rows ``[c, ...]`` (a pytree with a common leading axis) to a pytree of
-    sums over those rows with a shape independent of ``c``. Full chunks run in a
-    ``lax.scan`` (memory of one chunk); a remainder, if any, is one extra call. With
-    ``chunk_size=None`` it is ``fn(xs)``. Equals the unsplit sum up to summation order.
-    """
-    _check_chunk_size(chunk_size)
-    n = jax.tree.leaves(xs)[0].shape[0]
-    if chunk_size is None or chunk_size >= n:
-        return fn(xs)
-    num_full = n // chunk_size
-    head = jax.tree.map(lambda a: a[:num_full * chunk_size].reshape((num_full, chunk_size) + a.shape[1:]), xs)
-    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                        jax.eval_shape(fn, jax.tree.map(lambda a: a[0], head)))
-
-    def body(total, chunk):
-        return jax.tree.map(jnp.add, total, fn(chunk)), None
-    total, _ = jax.lax.scan(body, zero, head)
-    if num_full * chunk_size < n:
-        total = jax.tree.map(jnp.add, total, fn(jax.tree.map(lambda a: a[num_full * chunk_size:], xs)))
-    return total
 
 
 class GradientSums(NamedTuple):

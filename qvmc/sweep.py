@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from qvmc import stats as qstats
-from qvmc.context import Context
-from qvmc.types import Params, PRNGKey
+from samplers import stats as qstats
+from hamiltonians.context import Context
+from samplers.types import Params, PRNGKey
 from qvmc.vmc import TaskState, VMCConfig, make_task_functions
 from samplers.equilibration import BurnInReport, burn_in
 

@@ -13,29 +13,46 @@ import jax.numpy as jnp
 import numpy as np
 
 from qvmc import checkpoint
-from qvmc.types import Params, PRNGKey
-from qvmc.vmc import TrainState, VMC
+from qvmc.resume import CHECKPOINT_NAME, vmc_params_template
+from samplers.types import Params, PRNGKey
+from qvmc.state import TrainState
+from qvmc.vmc import VMC
 
 
-def load_params(path: str) -> Params:
+def load_params(path: str, allow_pickle: bool = False) -> Params:
     """The parameters stored in a training checkpoint (a file, or a run directory's newest one).
+
+    Returned as nested dicts of numpy arrays (Haiku's layout). A legacy pickle checkpoint
+    loads only with ``allow_pickle=True`` (pickles can run code when loaded).
 
     Raises:
       ValueError: no readable checkpoint, or the file holds no training state.
     """
     if os.path.isdir(path):
-        found, payload, failures = checkpoint.latest_readable(path)
+        found, payload, failures = checkpoint.latest_readable(path, CHECKPOINT_NAME, allow_pickle=allow_pickle)
         if found is None:
             reasons = ' '.join(r for _, r in failures) or 'it holds no checkpoint files.'
             raise ValueError(f'No readable checkpoint in {path!r}: {reasons}')
     else:
-        payload = checkpoint.load_payload(path)
-    stored = payload['state']
-    if isinstance(stored, dict) and 'train_state' in stored:
-        return TrainState(*stored['train_state']).params
-    if isinstance(stored, (tuple, list)) and len(stored) >= 5:
-        return TrainState(*stored).params
-    raise ValueError(f'Checkpoint {path!r} holds no training state (write it with qvmc.train.train).')
+        payload = checkpoint.load_payload(path, allow_pickle=allow_pickle)
+    if 'state' in payload:  # legacy pickle (opted in)
+        stored = payload['state']
+        stored = stored['train_state'] if isinstance(stored, dict) and 'train_state' in stored else stored
+        if isinstance(stored, (tuple, list)) and len(stored) >= 5:
+            return stored[1]
+        raise ValueError(f'Checkpoint {path!r} holds no training state (write it with qvmc.train.train).')
+    params = {}
+    for key, value in payload['leaves'].items():
+        if not key.startswith("['params']"):
+            continue
+        names = [part.strip("'") for part in key[len("['params']"):].strip('[]').split('][')]
+        node = params
+        for name in names[:-1]:
+            node = node.setdefault(name, {})
+        node[names[-1]] = value
+    if not params:
+        raise ValueError(f'Checkpoint {path!r} holds no parameters (write it with qvmc.train.train).')
+    return params
 
 
 def shape_mismatches(params: Params, template: Any) -> List[str]:
@@ -71,7 +88,6 @@ def transfer_state(vmc: VMC, rng_key: PRNGKey, source) -> TrainState:
     Raises:
       ValueError: the parameters do not fit the target model (the message lists the mismatches).
     """
-    from qvmc.train import vmc_params_template  # the driver module owns the template
     params = load_params(source) if isinstance(source, (str, os.PathLike)) else source
     template = vmc_params_template(vmc)
     problems = shape_mismatches(params, template)

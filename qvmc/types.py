@@ -1,14 +1,8 @@
-"""Shared type aliases used across qvmc, hamiltonians, ansatz and samplers."""
+"""Deprecated location of the shared type aliases: they live in ``samplers.types`` (the lowest layer)."""
 
-from typing import Any, Callable, Mapping, Tuple
+import warnings
 
-import jax
+from samplers.types import Array, ContextValues, LogPsiFn, Params, PRNGKey, WavefunctionFn  # noqa: F401,F403
 
-Array = jax.Array
-PRNGKey = jax.Array
-Params = Any  # a pytree of parameters (Haiku's nested dict)
-ContextValues = Mapping[str, Array]  # traced Hamiltonian parameters of one task
-# (params, x [N, D], context values) -> (sign [], log|psi| [])
-WavefunctionFn = Callable[[Params, Array, ContextValues], Tuple[Array, Array]]
-# (params, x [N, D], context values) -> log|psi| []
-LogPsiFn = Callable[[Params, Array, ContextValues], Array]
+warnings.warn('qvmc.types moved to samplers.types; import it from there (this alias will be removed).',
+              DeprecationWarning, stacklevel=2)

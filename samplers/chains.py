@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = jax.Array  # (samplers does not import qvmc at module level: qvmc imports samplers)
+from samplers.types import Array, PRNGKey
+
 
 
 class ChainState(NamedTuple):

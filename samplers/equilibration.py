@@ -4,6 +4,8 @@ from typing import Any, Callable, NamedTuple, Tuple
 
 import numpy as np
 
+from samplers.stats import compute_stats
+
 
 class EquilibrationCheck(NamedTuple):
     """Verdict on one window of traces ``[chain, draw]``.
@@ -33,7 +35,6 @@ def check_equilibrium(trace, rhat_threshold: float = 1.2, drift_threshold: float
       rhat_threshold: largest acceptable split-R̂.
       drift_threshold: largest acceptable early/late difference in standard errors.
     """
-    from qvmc.stats import compute_stats
     trace = np.asarray(trace, dtype=np.float64)
     if trace.ndim != 2 or trace.shape[1] < 8:
         raise ValueError(f'trace must be [chain, draw] with at least 8 draws, got shape {trace.shape}.')

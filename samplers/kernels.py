@@ -19,8 +19,8 @@ import blackjax
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array  # (samplers does not import qvmc: qvmc imports samplers)
-PRNGKey = jax.Array
+from samplers.types import Array, PRNGKey
+
 
 
 class WalkerState(NamedTuple):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers.stats import compute_stats, stats_frame
 from samplers.kernels import adapt_step_size, init, kernel_spec, make_kernel
 
 
@@ -114,8 +115,7 @@ class MCMC:
         return {k: v if (group_by_chain or v.ndim < 2) else v.reshape(-1) for k, v in self._extra.items()}
 
     def summary(self):
-        """A DataFrame with one row per recorded field: ``qvmc.stats.Stats`` columns."""
-        from qvmc.stats import compute_stats, stats_frame
+        """A DataFrame with one row per recorded field: ``samplers.stats.Stats`` columns."""
         rows = []
         for name, trace in self.get_extra_fields().items():
             if trace.ndim == 2:

@@ -10,7 +10,7 @@ import samplers
 from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
 from qvmc import VMCConfig
-from qvmc.stats import compute_stats
+from samplers.stats import compute_stats
 from qvmc.vmc import VMC
 
 

@@ -17,7 +17,7 @@ def test_quantum_dot_foundation_driver(tmp_path):
            '--eval-walkers', '16', '--eval-steps', '5']
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ('history.csv', 'energies.csv', 'checkpoint.pkl', 'training.png', 'energy_vs_lambda.png',
+    for name in ('history.csv', 'energies.csv', 'checkpoint.qvmc', 'training.png', 'energy_vs_lambda.png',
                  'densities.png'):
         assert (run_dir / name).exists(), name
     table = pd.read_csv(run_dir / 'energies.csv')
@@ -36,7 +36,7 @@ def test_moire_transition_driver(tmp_path):
            '--burn-in', '4', '8', '16']
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ('history.csv', 'burn_in.csv', 'checkpoint.pkl', 'training.png'):
+    for name in ('history.csv', 'burn_in.csv', 'checkpoint.qvmc', 'training.png'):
         assert (run_dir / name).exists(), name
     sweep = run_dir / 'sweep'
     for name in ('energies.csv', 'density.csv', 'pair_correlation.csv', 'wavefunction_slice.csv', 'traces.nc',

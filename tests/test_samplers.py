@@ -10,7 +10,7 @@ from ansatz import FermiSetsConfig, make_fermi_sets, make_noninteracting_dot
 from hamiltonians import QuantumDot
 from qvmc import VMCConfig
 from qvmc.inference import Predictor
-from qvmc.stats import compute_stats
+from samplers.stats import compute_stats
 
 SIGMA = np.array([1.0, 2.0])  # an anisotropic 2D Gaussian, one "electron"
 

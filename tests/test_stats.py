@@ -1,11 +1,11 @@
-"""Tests of qvmc.stats: blocking errors, autocorrelation times, R-hat and formatting."""
+"""Tests of samplers.stats: blocking errors, autocorrelation times, R-hat and formatting."""
 
 import math
 
 import numpy as np
 import pytest
 
-from qvmc import stats
+from samplers import stats
 
 
 def _ar1(rng, phi, chains, draws):

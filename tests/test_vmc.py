@@ -25,7 +25,8 @@ def _vmc(contexts, lr=1e-3, walkers=32, optimizer=None):
 
 
 def test_step_traces_once_per_particle_content():
-    """Contexts differing only in λ share one compiled step; repeated steps never retrace."""
+    """One program serves every block (λ values vmapped per particle content); repeated steps
+    and new λ values never retrace."""
     dot = QuantumDot()
     contexts = [dot.context(1, 1, lam=1.0), dot.context(1, 1, lam=4.0), dot.context(2, 0, lam=2.0)]
     vmc = _vmc(contexts)
@@ -33,8 +34,11 @@ def test_step_traces_once_per_particle_content():
     for t in range(3):
         state, info = vmc.step(jax.random.PRNGKey(t), state)
         assert info.accepted and np.isfinite(info.loss)
-    assert vmc.trace_counts == {(1, 1): 1, (2, 0): 1}
-    assert state.step == 3 and state.num_rejected == 0
+    state, _ = vmc.reassign(jax.random.PRNGKey(7), state, [dot.context(1, 1, lam=2.0), dot.context(1, 1, lam=3.0),
+                                                          dot.context(2, 0, lam=5.0)])
+    state, info = vmc.step(jax.random.PRNGKey(9), state)
+    assert vmc.num_step_traces == 1
+    assert state.step == 4 and state.num_rejected == 0
 
 
 def test_nonfinite_update_is_rejected_and_counted():
@@ -112,9 +116,9 @@ def test_training_resume_matches_uninterrupted_run(tmp_path):
 def test_checkpoint_refuses_incompatible_and_corrupt_files(tmp_path):
     path = str(tmp_path / 'ckpt.pkl')
     checkpoint.save(path, {'a': np.ones(3)}, {'width': 8})
-    assert np.all(checkpoint.load(path, {'width': 8})['a'] == 1)
+    assert np.all(checkpoint.load(path, expected_metadata={"width": 8})["['a']"] == 1)
     with pytest.raises(ValueError, match='incompatible'):
-        checkpoint.load(path, {'width': 16})
+        checkpoint.load(path, expected_metadata={"width": 16})
     with open(path, 'wb') as f:
         f.write(b'\x80\x04garbage')
     with pytest.raises(ValueError, match='unreadable'):

@@ -1,0 +1,244 @@
+"""Command-line validation shared by the example drivers.
+
+``type=`` helpers for ``argparse`` (``positive_int``, ``nonnegative_int``, ``int_at_least``, ``positive_float``,
+``finite_float``, ``nonnegative_float``, ``probability``) raise ``argparse.ArgumentTypeError``
+naming the bad token and what is expected, so ``argparse`` reports e.g.
+``argument --lr: bad value 'nan' (expected a finite number > 0)`` with exit status 2.
+
+The parsers of list-like flags (``parse_points``, ``parse_range``, ``parse_stages``,
+``parse_interval``, ``parse_burn_in``) raise ``argparse.ArgumentTypeError`` whose message names
+the flag and the bad token; a driver's ``validate_args`` turns it into ``parser.error`` via
+``check``, so every flag is rejected before JAX compiles anything or training starts.
+
+This module imports neither JAX nor the library: it is plain Python.
+"""
+
+import argparse
+import math
+
+import numpy as np
+
+__all__ = ['positive_int', 'nonnegative_int', 'int_at_least', 'positive_float', 'finite_float', 'nonnegative_float',
+           'probability', 'parse_points', 'parse_range', 'parse_stages', 'parse_interval', 'parse_burn_in',
+           'spins_of', 'check']
+
+
+# ----- argparse type= helpers -----
+
+def _convert(text, cast, ok, expected):
+    """``cast(text)`` if that works and passes ``ok``, else ``ArgumentTypeError`` naming the token."""
+    try:
+        value = cast(text)
+    except (TypeError, ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f'bad value {text!r} (expected {expected})') from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f'bad value {text!r} (expected {expected})')
+    return value
+
+
+def positive_int(text):
+    """An integer ≥ 1."""
+    return _convert(text, int, lambda v: v >= 1, 'an integer ≥ 1')
+
+
+def nonnegative_int(text):
+    """An integer ≥ 0."""
+    return _convert(text, int, lambda v: v >= 0, 'an integer ≥ 0')
+
+
+def int_at_least(minimum, why=''):
+    """A ``type=`` helper accepting integers ``≥ minimum`` (``why``: the reason, shown in the message)."""
+    expected = f'an integer ≥ {minimum}' + (f': {why}' if why else '')
+
+    def integer(text):
+        return _convert(text, int, lambda v: v >= minimum, expected)
+    integer.__name__ = f'int_at_least_{minimum}'
+    return integer
+
+
+def finite_float(text):
+    """A finite number (no nan, no inf)."""
+    return _convert(text, float, math.isfinite, 'a finite number')
+
+
+def positive_float(text):
+    """A finite number > 0."""
+    return _convert(text, float, lambda v: math.isfinite(v) and v > 0, 'a finite number > 0')
+
+
+def nonnegative_float(text):
+    """A finite number ≥ 0."""
+    return _convert(text, float, lambda v: math.isfinite(v) and v >= 0, 'a finite number ≥ 0')
+
+
+def probability(text):
+    """A number strictly between 0 and 1."""
+    return _convert(text, float, lambda v: 0 < v < 1, 'a number with 0 < x < 1')
+
+
+# ----- list-like flags (parsed in the drivers' validate_args) -----
+
+def _prefix(flag):
+    return f'{flag}: ' if flag else ''
+
+
+def _lam_rule(min_lam):
+    return 'λ must be a finite number' + ('' if min_lam is None else f' ≥ {min_lam:g}')
+
+
+def parse_points(items, flag=None, min_lam=0.0, min_n=1):
+    """``['2:0,2,8', '6:1']`` -> ``[(2, 0.0), (2, 2.0), (2, 8.0), (6, 1.0)]``.
+
+    Each item is ``N:λ1,λ2,…`` with an integer ``N ≥ min_n`` and finite ``λ ≥ min_lam``
+    (``min_lam=None``: any finite λ). Raises ``argparse.ArgumentTypeError`` naming ``flag``,
+    the bad token and the item.
+    """
+    where = _prefix(flag)
+    if isinstance(items, str):
+        items = [items]
+    if not items:
+        raise argparse.ArgumentTypeError(f'{where}needs at least one point list N:λ1,λ2,… (e.g. 6:0,2,8)')
+    points = []
+    for item in items:
+        n_text, sep, lams = item.partition(':')
+        if not sep or not lams:
+            raise argparse.ArgumentTypeError(f'{where}bad point list {item!r} (use N:λ1,λ2,…, e.g. 6:0,2,8)')
+        try:
+            n = int(n_text)
+        except ValueError:
+            n = None
+        if n is None or n < min_n:
+            raise argparse.ArgumentTypeError(f'{where}bad N {n_text!r} in {item!r} (N must be an integer ≥ {min_n})')
+        for token in lams.split(','):
+            try:
+                lam = float(token)
+            except ValueError:
+                lam = None
+            if lam is None or not math.isfinite(lam) or (min_lam is not None and lam < min_lam):
+                raise argparse.ArgumentTypeError(f'{where}bad λ {token!r} in {item!r} ({_lam_rule(min_lam)})')
+            points.append((n, lam))
+    return points
+
+
+def parse_range(text, cast=float, flag=None, minimum=None, name='value'):
+    """``'0:10:11'`` -> 11 values from 0 to 10; ``'5-11'`` -> 5, 6, …, 11; ``'3,5'`` -> 3, 5.
+
+    ``cast`` converts the values (``int`` for electron numbers); every value must be finite
+    and, if ``minimum`` is given, ``≥ minimum``. Raises ``argparse.ArgumentTypeError`` naming
+    ``flag``, the bad token and the accepted forms; ``name`` says what the values are (e.g. ``'λ'``).
+    """
+    where = _prefix(flag)
+    forms = 'use start:stop:num, a-b or a,b,c'
+    rule = f'{name} must be ' + ('an integer' if cast is int else 'a finite number') + (
+        '' if minimum is None else f' ≥ {minimum:g}')
+
+    def bad(token, why):
+        return argparse.ArgumentTypeError(f'{where}bad {token!r} in {text!r} ({why})')
+
+    def number(token, converter=float, why=rule):
+        try:
+            value = converter(token)
+        except (TypeError, ValueError, OverflowError):
+            raise bad(token, why) from None
+        if not math.isfinite(value) or (minimum is not None and value < minimum):
+            raise bad(token, why)
+        return value
+
+    text = str(text)
+    if ':' in text:
+        parts = text.split(':')
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f'{where}bad range {text!r} ({forms}; start:stop:num has three fields)')
+        start, stop = (number(v) for v in parts[:2])
+        try:
+            num = int(parts[2])
+        except ValueError:
+            num = None
+        if num is None or num < 1:
+            raise bad(parts[2], 'the number of points num in start:stop:num must be an integer ≥ 1')
+        values = [cast(v) for v in np.linspace(start, stop, num)]
+    elif '-' in text[1:]:
+        parts = text.split('-')
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f'{where}bad range {text!r} ({forms}; a-b takes integers a ≤ b)')
+        bounds = 'a-b takes integers a ≤ b' + ('' if minimum is None else f', both ≥ {minimum:g}')
+        start, stop = (number(v, int, bounds) for v in parts)
+        if start > stop:
+            raise argparse.ArgumentTypeError(f'{where}bad range {text!r} (a-b is empty: needs a ≤ b)')
+        values = list(range(start, stop + 1))
+    else:
+        values = [cast(number(v, cast)) for v in text.split(',')]
+    return values
+
+
+def parse_stages(text, flag='--stages'):
+    """``'0:4,2000:16'`` -> ``[(0, 4), (2000, 16)]`` (start step: contexts per block).
+
+    Start steps are integers ≥ 0, the first 0, strictly increasing; counts are integers ≥ 1.
+    """
+    where = _prefix(flag)
+    forms = 'use start:count,start:count, e.g. 0:4,2000:16'
+    stages = []
+    for item in str(text).split(','):
+        parts = item.split(':')
+        if len(parts) != 2:
+            raise argparse.ArgumentTypeError(f'{where}bad stage {item!r} in {text!r} ({forms})')
+        try:
+            start, count = int(parts[0]), int(parts[1])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{where}bad stage {item!r} in {text!r} ({forms}; integers)') from None
+        if start < 0:
+            raise argparse.ArgumentTypeError(f'{where}bad start step {parts[0]!r} in {text!r} (must be ≥ 0)')
+        if count < 1:
+            raise argparse.ArgumentTypeError(f'{where}bad count {parts[1]!r} in {text!r} '
+                                             '(contexts per block must be ≥ 1)')
+        stages.append((start, count))
+    if stages[0][0] != 0:
+        raise argparse.ArgumentTypeError(f'{where}bad first stage {text.split(",")[0]!r} in {text!r} '
+                                         '(the first stage must start at step 0)')
+    for (a, _), (b, _), item in zip(stages, stages[1:], str(text).split(',')[1:]):
+        if b <= a:
+            raise argparse.ArgumentTypeError(f'{where}bad stage {item!r} in {text!r} '
+                                             '(start steps must increase strictly)')
+    return stages
+
+
+def parse_interval(values, flag, minimum=None, name='value'):
+    """``(lo, hi)`` with finite ``lo < hi`` (and ``lo ≥ minimum`` if given) -> ``(lo, hi)`` as floats."""
+    lo, hi = (float(v) for v in values)
+    shown = f'{lo:g} {hi:g}'
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise argparse.ArgumentTypeError(f'{flag}: bad interval {shown!r} (both ends must be finite numbers)')
+    if not lo < hi:
+        raise argparse.ArgumentTypeError(f'{flag}: bad interval {shown!r} (needs lo < hi)')
+    if minimum is not None and lo < minimum:
+        raise argparse.ArgumentTypeError(f'{flag}: bad lower end {lo:g} in {shown!r} ({name} must be ≥ {minimum:g})')
+    return lo, hi
+
+
+def parse_burn_in(values, flag='--burn-in', min_chunk=4):
+    """``(chunk, min, max)`` of the equilibration check: ``chunk ≥ 4``, ``0 ≤ min ≤ max``,
+    ``max ≥ 2·chunk`` -> the three integers."""
+    chunk, low, high = (int(v) for v in values)
+    shown = f'{chunk} {low} {high}'
+    if chunk < min_chunk:
+        raise argparse.ArgumentTypeError(f'{flag}: bad CHUNK {chunk} in {shown!r} '
+                                         f'(must be ≥ {min_chunk}: the checked window is two chunks)')
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError(f'{flag}: bad MIN {low} in {shown!r} (needs 0 ≤ MIN ≤ MAX)')
+    if high < 2 * chunk:
+        raise argparse.ArgumentTypeError(f'{flag}: bad MAX {high} in {shown!r} (needs MAX ≥ 2·CHUNK = {2 * chunk})')
+    return chunk, low, high
+
+
+def spins_of(n, spin):
+    """(n_up, n_down) of N electrons: ``unpolarized`` (n_up = ⌈N/2⌉) or ``polarized``."""
+    return (n, 0) if spin == 'polarized' else ((n + 1) // 2, n // 2)
+
+
+def check(parser, function, *args, **kwargs):
+    """``function(*args, **kwargs)``; an ``ArgumentTypeError`` or ``ValueError`` becomes ``parser.error``."""
+    try:
+        return function(*args, **kwargs)
+    except (argparse.ArgumentTypeError, ValueError) as err:
+        parser.error(str(err))

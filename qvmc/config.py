@@ -1,0 +1,97 @@
+"""``VMCConfig``: the settings of the training step, validated in Python before anything compiles."""
+
+import dataclasses
+import math
+import numbers
+from typing import Optional
+
+import samplers
+from hamiltonians.local_energy import KINETIC_METHODS
+from qvmc import parallel
+
+
+def check_int(name: str, value, minimum: int = 1, allow_none: bool = False) -> None:
+    """Raises ``ValueError`` unless ``value`` is an integer ``>= minimum`` (or None if allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f'{name} must be an integer, got {value!r} ({type(value).__name__}).')
+    if value < minimum:
+        raise ValueError(f'{name} must be >= {minimum}, got {value}.')
+
+
+def check_float(name: str, value, *, positive: bool = False, nonnegative: bool = False,
+                open_unit: bool = False, allow_none: bool = False) -> None:
+    """Raises ``ValueError`` unless ``value`` is a finite real number in the stated range."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f'{name} must be a number, got {value!r} ({type(value).__name__}).')
+    if not math.isfinite(value):
+        raise ValueError(f'{name} must be finite, got {value}.')
+    if positive and not value > 0:
+        raise ValueError(f'{name} must be > 0, got {value}.')
+    if nonnegative and value < 0:
+        raise ValueError(f'{name} must be >= 0, got {value}.')
+    if open_unit and not 0.0 < value < 1.0:
+        raise ValueError(f'{name} must be in (0, 1), got {value}.')
+
+
+@dataclasses.dataclass(frozen=True)
+class VMCConfig:
+    """Settings of the VMC step.
+
+    Attributes:
+      num_walkers: walkers per context.
+      sampler: ``'rwm'``, ``'mala'`` or ``'hmc'`` (see ``samplers.make_kernel``).
+      mcmc_substeps: MCMC transitions per walker between parameter updates.
+      target_acceptance: step-size adaptation target (None: the sampler's default,
+        0.5 for RWM, 0.57 for MALA).
+      clip_scale: local energies are clipped to ``median ± clip_scale · mean|E - median|``
+        (over the finite ones) in the gradient estimator only (energies reported are unclipped).
+      kinetic_method: ``'folx'`` or ``'hessian'``.
+      initial_step_size: proposal step in units of the system's length scale (raised to the
+        sampler's ``step_size_power``: MALA's step is a diffusion time, length²).
+      chunk_size: walkers per micro-batch for local energies, scores and gradients (None: all
+        at once). Bounds memory independently of ``num_walkers``; results equal the unsplit
+        computation up to summation order.
+      normalize_energy_scale: divide each context's centred local energies by their standard
+        deviation in the gradient, so contexts with large energies do not dominate the update
+        (optax path; natural-gradient optimizers take their own ``normalize_energy_scale``).
+      network_dtype: ``'float32'`` or ``'float64'``: parameters and walkers are cast to it by
+        ``VMC.init``/``reassign`` and the network runs in it, while potentials, energy
+        statistics, gradient sums and natural-gradient solves stay float64 under
+        ``jax_enable_x64`` (None: keep the dtypes of the inputs; see ``qvmc.parallel``).
+      reseed_bad_walkers: walkers whose position or log|ψ| is non-finite after sampling are
+        replaced by copies of healthy walkers of the same context (they decorrelate in the
+        following sub-steps); walkers with a non-finite local energy are left out of that
+        step's estimates either way (counted as ``num_bad_walkers``).
+    """
+    num_walkers: int = 256
+    sampler: str = 'rwm'
+    mcmc_substeps: int = 10
+    target_acceptance: Optional[float] = None
+    clip_scale: float = 5.0
+    kinetic_method: str = 'folx'
+    initial_step_size: float = 0.5
+    chunk_size: Optional[int] = None
+    normalize_energy_scale: bool = False
+    network_dtype: Optional[str] = None
+    reseed_bad_walkers: bool = True
+
+    def __post_init__(self):
+        check_int('VMCConfig.num_walkers', self.num_walkers)
+        check_int('VMCConfig.mcmc_substeps', self.mcmc_substeps)
+        check_int('VMCConfig.chunk_size', self.chunk_size, allow_none=True)
+        if self.sampler not in samplers.SAMPLERS:
+            raise ValueError(f'VMCConfig.sampler must be one of {samplers.SAMPLERS}, got {self.sampler!r}.')
+        check_float('VMCConfig.target_acceptance', self.target_acceptance, open_unit=True, allow_none=True)
+        check_float('VMCConfig.clip_scale', self.clip_scale, positive=True)
+        check_float('VMCConfig.initial_step_size', self.initial_step_size, positive=True)
+        if self.kinetic_method not in KINETIC_METHODS:
+            raise ValueError(f'VMCConfig.kinetic_method must be one of {KINETIC_METHODS}, '
+                             f'got {self.kinetic_method!r}.')
+        for name in ('normalize_energy_scale', 'reseed_bad_walkers'):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f'VMCConfig.{name} must be True or False, got {getattr(self, name)!r}.')
+        parallel.check_dtype(self.network_dtype)

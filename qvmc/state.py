@@ -1,0 +1,109 @@
+"""The training state (a JAX pytree whose only static part is the particle content of its walker
+blocks) and the per-step statistics the training step returns."""
+
+import dataclasses
+from typing import Any, Dict, NamedTuple, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hamiltonians.context import Context
+from samplers.chains import ChainState
+from samplers.types import Array, Params
+
+
+def context_values(ctx: Context) -> Dict[str, Array]:
+    """A context's parameters as float64 arrays (the dynamic part the step is traced over)."""
+    return {k: jnp.asarray(v, jnp.float64) if jax.config.jax_enable_x64 else np.asarray(v, np.float64)
+            for k, v in ctx.values.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything that evolves during training (checkpointed as a whole).
+
+    A pytree: ``spins`` (the particle content ``(n_up, n_down)`` of every walker block) is
+    static, so a jitted step compiles once per layout of particle contents; every other
+    field is traced, so new context *values* (a blockwise schedule's next λ draw) never
+    recompile.
+
+    Attributes:
+      step: ``[]`` int32, optimization steps done.
+      params: network parameters.
+      opt_state: optimizer state.
+      chains: one ``samplers.ChainState`` per walker block (walkers ``[W, N, D]``, step size).
+      values: one ``{name: []}`` dict of context values per block.
+      num_rejected: ``[]`` int32, updates rejected because they were not finite.
+      spins: static, ``(n_up, n_down)`` per block.
+    """
+    step: Any
+    params: Params
+    opt_state: Any
+    chains: Tuple[ChainState, ...]
+    values: Tuple[Dict[str, Array], ...]
+    num_rejected: Any
+    spins: Tuple[Tuple[int, int], ...]
+
+    @staticmethod
+    def create(params: Params, opt_state: Any, chains: Sequence[ChainState], contexts: Sequence[Context],
+               step: int = 0, num_rejected: int = 0) -> 'TrainState':
+        """A state whose blocks sample ``contexts`` (aligned with ``chains``)."""
+        if len(chains) != len(contexts):
+            raise ValueError(f'{len(chains)} walker blocks for {len(contexts)} contexts: they must be aligned.')
+        return TrainState(jnp.asarray(step, jnp.int32), params, opt_state, tuple(chains),
+                          tuple(context_values(c) for c in contexts), jnp.asarray(num_rejected, jnp.int32),
+                          tuple(c.spins for c in contexts))
+
+    @property
+    def contexts(self) -> Tuple[Context, ...]:
+        """The contexts of the walker blocks, rebuilt on the host (not for use under ``jit``)."""
+        return tuple(Context.make(s[0], s[1], **{k: float(np.asarray(v)) for k, v in vals.items()})
+                     for s, vals in zip(self.spins, self.values))
+
+    @property
+    def tasks(self) -> Tuple[ChainState, ...]:
+        """Deprecated name of ``chains``."""
+        return self.chains
+
+    def _replace(self, **changes) -> 'TrainState':
+        """A copy with fields changed; ``contexts=`` sets ``values`` and ``spins``, ``tasks=`` is ``chains=``."""
+        if 'tasks' in changes:
+            changes['chains'] = tuple(changes.pop('tasks'))
+        if 'contexts' in changes:
+            contexts = tuple(changes.pop('contexts'))
+            changes['values'] = tuple(context_values(c) for c in contexts)
+            changes['spins'] = tuple(c.spins for c in contexts)
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The arrays of the state as a plain nested dict (for checkpoints), spins included."""
+        return {'step': self.step, 'params': self.params, 'opt_state': self.opt_state,
+                'chains': [{'walkers': c.walkers, 'step_size': c.step_size} for c in self.chains],
+                'values': [dict(v) for v in self.values], 'num_rejected': self.num_rejected,
+                'spins': [list(s) for s in self.spins]}
+
+
+jax.tree_util.register_dataclass(TrainState, data_fields=['step', 'params', 'opt_state', 'chains', 'values',
+                                                          'num_rejected'], meta_fields=['spins'])
+
+
+class TaskStats(NamedTuple):
+    """Per-step statistics of one walker block (means over healthy walkers, unclipped)."""
+    energy: Array
+    variance: Array
+    acceptance: Array
+    components: Dict[str, Array]
+    num_nonfinite: Array  # proposals with a non-finite log-density (rejected by the sampler)
+    num_bad_walkers: Array = 0  # walkers re-seeded or left out of this step's estimates
+
+
+class StepInfo(NamedTuple):
+    """What one training step measured: per-block stats, the loss and whether the update was applied.
+
+    All fields are device arrays: a training loop fetches them (``jax.device_get``) only
+    when it logs, so steps are not synchronised with the host.
+    """
+    loss: Array
+    tasks: Tuple[TaskStats, ...]
+    accepted: Array

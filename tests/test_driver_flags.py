@@ -1,0 +1,246 @@
+"""The example drivers reject every bad flag in ``parse_args`` (exit status 2, flag and token on stderr),
+before JAX compiles anything; the defaults and the smoke-test flags parse cleanly."""
+
+import argparse
+import os
+import sys
+
+import jax
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'examples'))
+
+import cli  # noqa: E402
+import moire_transition  # noqa: E402
+import quantum_dot_foundation  # noqa: E402
+
+COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, *args, **kwargs: COMPILES.append(event) if 'backend_compile' in event else None)
+
+
+@pytest.fixture(autouse=True)
+def no_jax_compilation():
+    before = len(COMPILES)
+    yield
+    assert len(COMPILES) == before, 'parsing the flags compiled JAX code'
+
+
+# (argv, flag, bad token): stderr must name both.
+DOT_BAD = [
+    (['--lr', 'nan'], '--lr', "'nan'"),
+    (['--lr', '-1'], '--lr', "'-1'"),
+    (['--lr', '0'], '--lr', "'0'"),
+    (['--lr', 'inf'], '--lr', "'inf'"),
+    (['--steps', '0'], '--steps', "'0'"),
+    (['--steps', '1'], '--steps', "'1'"),
+    (['--steps', '-5'], '--steps', "'-5'"),
+    (['--steps', '2.5'], '--steps', "'2.5'"),
+    (['--walkers', '0'], '--walkers', "'0'"),
+    (['--walkers', '-16'], '--walkers', "'-16'"),
+    (['--width', '0'], '--width', "'0'"),
+    (['--width', '-8'], '--width', "'-8'"),
+    (['--width', '6'], '--width', "'6'"),
+    (['--layers', '0'], '--layers', "'0'"),
+    (['--layers', '-1'], '--layers', "'-1'"),
+    (['--determinants', '0'], '--determinants', "'0'"),
+    (['--eval-walkers', '0'], '--eval-walkers', "'0'"),
+    (['--eval-steps', '0'], '--eval-steps', "'0'"),
+    (['--sweep-steps', '0'], '--sweep-steps', "'0'"),
+    (['--block-length', '0'], '--block-length', "'0'"),
+    (['--num-lam', '0'], '--num-lam', "'0'"),
+    (['--checkpoint-every', '0'], '--checkpoint-every', "'0'"),
+    (['--keep-checkpoints', '0'], '--keep-checkpoints', "'0'"),
+    (['--seed', 'x'], '--seed', "'x'"),
+    (['--schedule', 'blockwise', '--seed', '-1'], '--seed', "'-1'"),
+    (['--train', '2:x'], '--train', "'x'"),
+    (['--train', 'x:1'], '--train', "'x'"),
+    (['--train', '6'], '--train', "'6'"),
+    (['--train', '6:'], '--train', "'6:'"),
+    (['--train', '0:1'], '--train', "'0'"),
+    (['--train', '2:-1'], '--train', "'-1'"),
+    (['--train', '2:inf'], '--train', "'inf'"),
+    (['--train', '2:1,,3'], '--train', "''"),
+    (['--train', '2:0', '31:0'], '--train', "'31:0'"),
+    (['--predict', '2:nan'], '--predict', "'nan'"),
+    (['--predict', '2:1,y'], '--predict', "'y'"),
+    (['--predict=-2:1'], '--predict', "'-2'"),  # '=': argparse reads a bare -2:1 as an option
+    (['--sweep-lam', '0:10:x'], '--sweep-lam', "'x'"),
+    (['--sweep-lam', '0:10:0'], '--sweep-lam', "'0'"),
+    (['--sweep-lam', '0:nan:3'], '--sweep-lam', "'nan'"),
+    (['--sweep-lam=-1:5:3'], '--sweep-lam', "'-1'"),
+    (['--sweep-lam', '0:10'], '--sweep-lam', "'0:10'"),
+    (['--sweep-lam', '1,x'], '--sweep-lam', "'x'"),
+    (['--sweep-lam', '-2'], '--sweep-lam', "'-2'"),
+    (['--sweep-lam=-1-5'], '--sweep-lam', "'-1-5'"),
+    (['--sweep-lam', '0.5-2'], '--sweep-lam', "'0.5'"),
+    (['--sweep-n', '5-x'], '--sweep-n', "'x'"),
+    (['--sweep-n', '9-5'], '--sweep-n', "'9-5'"),
+    (['--sweep-n', '0-3'], '--sweep-n', "'0'"),
+    (['--sweep-n', '2,x'], '--sweep-n', "'x'"),
+    (['--sweep-n', '1-2-3'], '--sweep-n', "'1-2-3'"),
+    (['--sweep-n', '40'], '--sweep-n', '40'),
+    (['--lam-range', 'nan', '1'], '--lam-range', "'nan'"),
+    (['--lam-range', '5', '5'], '--lam-range', "'5 5'"),
+    (['--lam-range', '5', '1'], '--lam-range', "'5 1'"),
+    (['--lam-range', '-1', '2'], '--lam-range', '-1'),
+    (['--init-from', '/nonexistent/run'], '--init-from', "'/nonexistent/run'"),
+]
+
+MOIRE_BAD = [
+    (['--lr', 'nan'], '--lr', "'nan'"),
+    (['--lr', '-1'], '--lr', "'-1'"),
+    (['--lr', '0'], '--lr', "'0'"),
+    (['--steps', '0'], '--steps', "'0'"),
+    (['--steps', '1'], '--steps', "'1'"),
+    (['--epsilon', '0'], '--epsilon', "'0'"),
+    (['--epsilon', '-5'], '--epsilon', "'-5'"),
+    (['--epsilon', 'nan'], '--epsilon', "'nan'"),
+    (['--epsilon', 'inf'], '--epsilon', "'inf'"),
+    (['--electrons', '0'], '--electrons', "'0'"),
+    (['--electrons', '-6'], '--electrons', "'-6'"),
+    (['--electrons', '7'], '--electrons', "'7'"),
+    (['--electrons', '300'], '--electrons', "'300'"),
+    (['--hidden', '0'], '--hidden', "'0'"),
+    (['--hidden', '-16'], '--hidden', "'-16'"),
+    (['--ansatz', 'qernel', '--hidden', '3'], '--hidden', "'3'"),
+    (['--layers', '0'], '--layers', "'0'"),
+    (['--determinants', '0'], '--determinants', "'0'"),
+    (['--walkers', '0'], '--walkers', "'0'"),
+    (['--walkers', '100'], '--walkers', "'100'"),  # 0:4 divides, 200:8 does not
+    (['--walkers', '130'], '--walkers', "'130'"),
+    (['--stages', '0:3', '--walkers', '128'], '--walkers', "'128'"),
+    (['--substeps', '0'], '--substeps', "'0'"),
+    (['--checkpoint-every', '0'], '--checkpoint-every', "'0'"),
+    (['--block-length', '0'], '--block-length', "'0'"),
+    (['--eval-walkers', '0'], '--eval-walkers', "'0'"),
+    (['--eval-steps', '0'], '--eval-steps', "'0'"),
+    (['--seed', '-1'], '--seed', "'-1'"),
+    (['--lam-range', 'nan', '1'], '--lam-range', "'nan'"),
+    (['--lam-range', '1', 'inf'], '--lam-range', "'inf'"),
+    (['--lam-range', '1', '1'], '--lam-range', "'1 1'"),
+    (['--lam-range', '2', '1'], '--lam-range', "'2 1'"),
+    (['--lam-range', '-0.5', '1'], '--lam-range', '-0.5'),
+    (['--stages', ''], '--stages', "''"),
+    (['--stages', '0:4,x'], '--stages', "'x'"),
+    (['--stages', '0:4,200'], '--stages', "'200'"),
+    (['--stages', '0:4;200:8'], '--stages', "'0:4;200:8'"),
+    (['--stages', '5:4'], '--stages', "'5:4'"),
+    (['--stages', '0:0'], '--stages', "'0'"),
+    (['--stages', '0:4,0:8'], '--stages', "'0:8'"),
+    (['--stages', '0:4,-1:8'], '--stages', "'-1'"),
+    (['--burn-in', '3', '8', '16'], '--burn-in', 'CHUNK 3'),
+    (['--burn-in', '4', '9', '8'], '--burn-in', 'MIN 9'),
+    (['--burn-in', '10', '0', '15'], '--burn-in', 'MAX 15'),
+    (['--burn-in', '-1', '8', '16'], '--burn-in', "'-1'"),
+    (['--sweep-points', '0'], '--sweep-points', "'0'"),
+    (['--sweep-points', '4'], '--sweep-points', "'4'"),
+    (['--sweep-range', 'nan', '1'], '--sweep-range', "'nan'"),
+    (['--sweep-range', '1', '1'], '--sweep-range', "'1 1'"),
+    (['--sweep-range', '2', '1'], '--sweep-range', "'2 1'"),
+    (['--sweep-range', '-1', '1'], '--sweep-range', '-1'),
+]
+
+
+def _ids(cases):
+    return [' '.join(argv) or '<empty>' for argv, _, _ in cases]
+
+
+def _rejects(driver, argv, flag, token, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        driver.parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and token in err, err
+
+
+@pytest.mark.parametrize('argv, flag, token', DOT_BAD, ids=_ids(DOT_BAD))
+def test_quantum_dot_rejects(argv, flag, token, capsys):
+    _rejects(quantum_dot_foundation, argv, flag, token, capsys)
+
+
+@pytest.mark.parametrize('argv, flag, token', MOIRE_BAD, ids=_ids(MOIRE_BAD))
+def test_moire_rejects(argv, flag, token, capsys):
+    _rejects(moire_transition, argv, flag, token, capsys)
+
+
+def test_sys_argv_is_the_default(monkeypatch, capsys):
+    monkeypatch.setattr(sys, 'argv', ['quantum_dot_foundation.py', '--predict', '2:nan'])
+    with pytest.raises(SystemExit) as exit_info:
+        quantum_dot_foundation.parse_args()
+    assert exit_info.value.code == 2
+    assert "--predict: bad λ 'nan' in '2:nan' (λ must be a finite number ≥ 0)" in capsys.readouterr().err
+    monkeypatch.setattr(sys, 'argv', ['moire_transition.py'])
+    assert moire_transition.parse_args().electrons == 6
+
+
+@pytest.mark.parametrize('driver', [quantum_dot_foundation, moire_transition])
+def test_run_dir_must_not_be_a_file(driver, tmp_path, capsys):
+    path = tmp_path / 'not_a_dir'
+    path.write_text('')
+    with pytest.raises(SystemExit) as exit_info:
+        driver.parse_args(['--run-dir', str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert '--run-dir' in err and repr(str(path)) in err
+    assert driver.parse_args(['--run-dir', str(tmp_path)]).run_dir == str(tmp_path)
+
+
+def test_defaults_parse_cleanly(capsys):
+    dot = quantum_dot_foundation.parse_args([])
+    assert (dot.steps, dot.walkers, dot.lr, dot.width, dot.seed) == (600, 256, 3e-3, 32, 0)
+    assert dot.train == ['2:0,2,8', '6:0,2'] and dot.lam_range == (0.0, 10.0) and dot.sweep_lam is None
+    moire = moire_transition.parse_args([])
+    assert (moire.electrons, moire.epsilon, moire.walkers, moire.stages) == (6, 5.0, 128, '0:4,200:8')
+    assert moire.burn_in == (10, 20, 300) and moire.sweep_range is None and moire.sweep_points == 11
+    assert capsys.readouterr().err == ''
+
+
+def test_valid_flags_parse_cleanly():
+    """The smoke-test flags of tests/test_examples.py and other valid combinations."""
+    dot = quantum_dot_foundation.parse_args(
+        ['--steps', '4', '--walkers', '16', '--width', '8', '--layers', '1', '--determinants', '2',
+         '--eval-walkers', '16', '--eval-steps', '5'])
+    assert dot.steps == 4 and dot.width == 8
+    dot = quantum_dot_foundation.parse_args(
+        ['--schedule', 'blockwise', '--lam-range', '0', '8', '--spin', 'polarized', '--train', '3:0', '5:1',
+         '--predict', '4:0.5,2', '--sweep-lam', '0:10:11', '--sweep-n', '5-11', '--seed', '7'])
+    assert dot.lam_range == [0.0, 8.0] and dot.sweep_n == '5-11'
+    assert quantum_dot_foundation.parse_args(['--sweep-lam', '0,2.5,5', '--sweep-n', '2,6']).sweep_lam == '0,2.5,5'
+    moire = moire_transition.parse_args(
+        ['--steps', '4', '--block-length', '2', '--stages', '0:2', '--walkers', '16', '--hidden', '8',
+         '--substeps', '3', '--sweep-points', '5', '--eval-walkers', '16', '--eval-steps', '8',
+         '--burn-in', '4', '8', '16'])
+    assert moire.burn_in == [4, 8, 16] and moire.stages == '0:2'
+    moire = moire_transition.parse_args(['--ansatz', 'qernel', '--hidden', '8', '--electrons', '8',
+                                         '--stages', '0:4,100:16', '--walkers', '64', '--sweep-range', '0', '2'])
+    assert moire.sweep_range == [0.0, 2.0]
+
+
+def test_parsers_keep_their_results():
+    assert quantum_dot_foundation.parse_points(['2:0,2,8', '6:1']) == [(2, 0.0), (2, 2.0), (2, 8.0), (6, 1.0)]
+    assert quantum_dot_foundation.parse_range('0:10:11') == [float(v) for v in range(11)]
+    assert quantum_dot_foundation.parse_range('5-11', int) == list(range(5, 12))
+    assert quantum_dot_foundation.parse_range('3,5', int) == [3, 5]
+    assert quantum_dot_foundation.spins_of(5, 'unpolarized') == (3, 2)
+    assert quantum_dot_foundation.spins_of(5, 'polarized') == (5, 0)
+    assert moire_transition.parse_stages('0:4,2000:16') == [(0, 4), (2000, 16)]
+
+
+def test_type_helpers():
+    assert cli.positive_int('3') == 3 and cli.nonnegative_int('0') == 0
+    assert cli.positive_float('1e-3') == 1e-3 and cli.finite_float('-2') == -2.0
+    assert cli.nonnegative_float('0') == 0.0 and cli.probability('0.5') == 0.5
+    for helper, token in ((cli.positive_int, '0'), (cli.positive_int, '1.5'), (cli.nonnegative_int, '-1'),
+                          (cli.positive_float, 'nan'), (cli.positive_float, '0'), (cli.finite_float, 'inf'),
+                          (cli.finite_float, 'x'), (cli.nonnegative_float, '-0.1'), (cli.probability, '0'),
+                          (cli.probability, '1'), (cli.probability, 'nan')):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(token)):
+            helper(token)
+
+
+def test_count_rejected_inputs():
+    total = len(DOT_BAD) + len(MOIRE_BAD)
+    print(f'rejected inputs covered: {len(DOT_BAD)} quantum dot + {len(MOIRE_BAD)} moiré = {total}')
+    assert len(DOT_BAD) >= 50 and len(MOIRE_BAD) >= 50
