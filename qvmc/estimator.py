@@ -5,7 +5,6 @@ from typing import Callable, Dict, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 import samplers
 from hamiltonians.local_energy import make_local_energy
@@ -80,6 +79,7 @@ def make_block_functions(wavefunction, system, spins: Tuple[int, int], config: V
     spec = samplers.kernel_spec(config.sampler)
     target = spec.target_acceptance if config.target_acceptance is None else config.target_acceptance
     score_fn = scores.make_score_fn(log_psi, config.chunk_size)
+    vjp_fn = scores.make_vjp_fn(log_psi, config.chunk_size)
 
     def sample(rng_key, params, chain: samplers.ChainState, values, adapt: bool = True):
         key_move, key_seed = jax.random.split(rng_key)
@@ -98,14 +98,7 @@ def make_block_functions(wavefunction, system, spins: Tuple[int, int], config: V
     def energies(params, walkers, values):
         return parallel.chunked_vmap(lambda x: local_energy(params, x, values), config.chunk_size)(walkers)
 
-    def gradient(params, walkers, values, cotangent):
-        def chunk_sum(rows):
-            x, c = rows
-            logs, vjp = jax.vjp(lambda p: jax.vmap(log_psi, in_axes=(None, 0, None))(p, x, values), params)
-            return ravel_pytree(vjp(c.astype(logs.dtype))[0])[0].astype(jnp.float64)
-        return parallel.accumulate(chunk_sum, (walkers, cotangent), config.chunk_size)
-
-    return BlockFunctions(sample, energies, gradient, score_fn, log_psi)
+    return BlockFunctions(sample, energies, vjp_fn, score_fn, log_psi)
 
 
 class BlockEstimate(NamedTuple):

@@ -10,12 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from samplers import stats as qstats
+import samplers
 from hamiltonians.context import Context
-from samplers.types import Array, Params, PRNGKey
 from hamiltonians.local_energy import make_local_energy
-from qvmc.vmc import TaskState, VMCConfig, make_log_psi, make_task_functions
-from samplers.equilibration import burn_in
+from hamiltonians.system import make_log_psi
+from qvmc.config import VMCConfig
+from qvmc.estimator import make_block_functions
+from samplers import engine
+from samplers import stats as qstats
+from samplers.types import Array, Params, PRNGKey
 
 
 class Density(NamedTuple):
@@ -93,8 +96,7 @@ def mcmc_functions(wavefunction, system, ctx: Context, params: Params, kinetic_m
     """
     system.validate(ctx)
     log_psi = make_log_psi(wavefunction, system, ctx.spins)
-    local_energy = make_local_energy(log_psi, system.potential_components, kinetic_method,
-                                     getattr(system, 'kinetic_scale', 1.0))
+    local_energy = make_local_energy(log_psi, system.potential_components, kinetic_method, system.kinetic_scale)
     values = ctx.values
 
     def logdensity_fn(x):
@@ -127,28 +129,26 @@ class Predictor:
     def _functions(self, spins):
         if spins in self._compiled:
             return self._compiled[spins]
-        fns = make_task_functions(self.wavefunction, self.system, spins, self.config)
-        sample, energies = fns.sample, fns.energies
+        fns = make_block_functions(self.wavefunction, self.system, spins, self.config)
         bins = self.density_bins
 
-        def run(rng_key, params, task: TaskState, values, extent, num_steps: int, adapt: bool):
-            def body(carry, key):
-                task, counts = carry
-                task, info = sample(key, params, task, values, adapt=adapt)
-                e_loc, comps = energies(params, task.walkers, values)
-                if bins:
-                    pos = task.walkers.reshape(-1, task.walkers.shape[-1])[:, :2]  # [W*N, 2]
-                    idx = jnp.floor((pos + extent) / (2 * extent) * bins).astype(jnp.int32)
-                    inside = jnp.all((idx >= 0) & (idx < bins), axis=-1)
-                    flat = jnp.where(inside, idx[:, 0] * bins + idx[:, 1], bins * bins)
-                    counts = counts + jnp.bincount(flat, length=bins * bins + 1).astype(counts.dtype)
-                return (task, counts), (e_loc, comps, info.acceptance)
-            keys = jax.random.split(rng_key, num_steps)
-            counts0 = jnp.zeros(bins * bins + 1, jnp.int32)
-            (task, counts), (e_loc, comps, acc) = jax.lax.scan(body, (task, counts0), keys)
-            return task, counts, e_loc, comps, acc
+        def step_fn(key, chain, args, adapt):
+            params, values, _ = args
+            return fns.sample(key, params, chain, values, adapt)
 
-        self._compiled[spins] = jax.jit(run, static_argnames=('num_steps', 'adapt'))
+        def observe_fn(chain, info, args):
+            params, values, extent = args
+            e_loc, comps = fns.energies(params, chain.walkers, values)
+            per_draw = {'acceptance': info.acceptance}
+            if bins:
+                pos = chain.walkers.reshape(-1, chain.walkers.shape[-1])[:, :2]  # [W*N, 2]
+                idx = jnp.floor((pos + extent) / (2 * extent) * bins).astype(jnp.int32)
+                inside = jnp.all((idx >= 0) & (idx < bins), axis=-1)
+                flat = jnp.where(inside, idx[:, 0] * bins + idx[:, 1], bins * bins)
+                per_draw['density'] = jnp.bincount(flat, length=bins * bins + 1)
+            return {'energy': e_loc, **comps}, per_draw
+
+        self._compiled[spins] = jax.jit(engine.make_runner(step_fn, observe_fn), static_argnames='num_steps')
         return self._compiled[spins]
 
     def estimate(self, params: Params, ctx: Context, rng_key: PRNGKey, *, num_walkers: int = 512,
@@ -181,39 +181,31 @@ class Predictor:
         run = self._functions(ctx.spins)
         key_init, key_burn, key_measure = jax.random.split(rng_key, 3)
         walkers = self.system.init_walkers(key_init, ctx, num_walkers)
-        task = TaskState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype))
+        chain = samplers.ChainState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype))
         values = ctx.values
-        zero_extent = jnp.asarray(1.0, walkers.dtype)
-
-        def run_chunk(task, start, n):
-            task, _, e_loc, _, _ = run(jax.random.fold_in(key_burn, start), params, task, values,
-                                       zero_extent, num_steps=n, adapt=True)
-            return task, np.asarray(e_loc, np.float64).T  # [W, n]
-        task, report = burn_in(run_chunk, task, chunk=burn_in_chunk, min_steps=min_burn_in,
-                               max_steps=max_burn_in)
-        burned, equilibrated = report.steps, report.equilibrated
-
+        chain, report = engine.burn_in(run, key_burn, chain, (params, values, jnp.asarray(1.0, walkers.dtype)),
+                                       chunk=burn_in_chunk, min_steps=min_burn_in, max_steps=max_burn_in)
         if density_extent is None:
-            radii = np.linalg.norm(np.asarray(task.walkers), axis=-1)
+            radii = np.linalg.norm(np.asarray(chain.walkers), axis=-1)
             density_extent = float(1.15 * np.quantile(radii, 0.999))
         extent = jnp.asarray(density_extent, walkers.dtype)
-        task, counts, e_loc, comps, acc = run(key_measure, params, task, values, extent,
-                                              num_steps=num_steps, adapt=False)
-        trace = np.asarray(e_loc, np.float64).T  # [W, T]
+        chain, traces = engine.sample(run, key_measure, chain, (params, values, extent), num_draws=num_steps,
+                                      chunk=num_steps)
+        trace = np.asarray(traces.per_walker.pop('energy'), np.float64)  # [W, T]
         if not np.all(np.isfinite(trace)):
             raise FloatingPointError(f'Non-finite local energies while measuring {ctx.label()}: the '
                                      'wavefunction or the sampler diverged (check the parameters).')
-        components = {k: qstats.compute_stats(np.asarray(v, np.float64).T) for k, v in comps.items()}
+        components = {k: qstats.compute_stats(np.asarray(v, np.float64)) for k, v in traces.per_walker.items()}
         density = None
         if self.density_bins:
-            counts = np.asarray(counts, np.float64)
+            counts = np.asarray(traces.per_draw['density'], np.float64).sum(axis=0)
             edges = np.linspace(-density_extent, density_extent, self.density_bins + 1)
             area = (edges[1] - edges[0])**2
             total = num_walkers * num_steps  # walker samples; each carries N electrons
             density = Density(counts[:-1].reshape(self.density_bins, self.density_bins) / (total * area),
                               edges, float(counts[-1] / (total * ctx.n_electrons)))
-        return EnergyEstimate(ctx, qstats.compute_stats(trace), components, burned, equilibrated,
-                              float(np.mean(acc)), density, trace, time.time() - start)
+        return EnergyEstimate(ctx, qstats.compute_stats(trace), components, report.steps, report.equilibrated,
+                              float(np.mean(traces.per_draw['acceptance'])), density, trace, time.time() - start)
 
     def sweep(self, params: Params, contexts: Sequence[Context], rng_key: PRNGKey, **kwargs) -> pd.DataFrame:
         """``estimate`` at every context; one DataFrame row each (see ``EnergyEstimate.to_row``)."""

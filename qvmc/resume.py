@@ -151,3 +151,18 @@ def _key_data(key) -> np.ndarray:
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         return np.asarray(jax.random.key_data(key))
     return np.asarray(key)
+
+
+def save_state(path: str, state: TrainState, rng_key=None, metadata: Optional[Dict[str, Any]] = None) -> None:
+    """Writes one training state (and optionally the run's key) to a ``.qvmc`` file (not rotated)."""
+    key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+    tree = state_tree(state, key)
+    if jax.process_index() == 0:
+        checkpoint.save(path, tree, state_metadata(state, dict(metadata or {})))
+
+
+def load_state(path: str, template: TrainState, allow_pickle: bool = False) -> Tuple[TrainState, Any]:
+    """``(state, rng_key)`` from a file written by ``save_state`` or ``train``; parameters and
+    optimizer state must match ``template``'s (e.g. ``vmc.init(key)``); host numpy leaves."""
+    payload = checkpoint.load_payload(path, allow_pickle=allow_pickle)
+    return state_from_payload(payload, template, path)

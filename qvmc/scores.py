@@ -1,6 +1,6 @@
-"""Per-walker scores O = ∂θ log|ψ| and micro-batched sums for the VMC energy gradient."""
+"""Per-walker scores O = ∂θ log|ψ| and the micro-batched VJP behind the VMC energy gradient."""
 
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -64,72 +64,27 @@ def make_score_fn(log_psi: LogPsiFn, chunk_size: Optional[int] = None):
     return scores
 
 
-class GradientSums(NamedTuple):
-    """Running sums of one context for ``g_c = 2 cov_c(O, E)`` without storing O (float64).
+def make_vjp_fn(log_psi: LogPsiFn, chunk_size: Optional[int] = None):
+    """``Σ_s c_s ∂θ log|ψ(x_s)|`` by one VJP per micro-batch (O is never stored).
 
-    Energies enter shifted, ``e_s = E_s - shift`` with ``shift`` their mean (known before
-    the pass, since clipping needs all of E), so the sums do not cancel catastrophically;
-    the covariance formula is exact for any shift.
-    """
-    sum_oe: Array  # [P] Σ_s O_s e_s
-    sum_o: Array  # [P] Σ_s O_s
-    sum_e: Array  # [] Σ_s e_s
-    sum_ee: Array  # [] Σ_s e_s²
-    count: Array  # [] number of walkers n_c
+    With ``c_s = 2 (E_s - Ē) / n`` this is the VMC energy gradient ``2 cov(O, E)`` of one
+    context, the estimator the training step uses for optax optimizers (natural gradients
+    use the same formula on the stored rows, ``natgrad.energy_gradient``).
 
-
-def make_gradient_sums_fn(log_psi: LogPsiFn, chunk_size: Optional[int] = None):
-    """Micro-batched ``GradientSums`` of one context (the Adam/optax path; O never stored).
-
-    Each chunk contributes ``Σ O_s e_s`` and ``Σ O_s`` by one batched VJP of
-    ``Σ_s c_s log|ψ(x_s)|`` with the two cotangents ``c = e`` and ``c = 1``, so memory is that
-    of one chunk's backward pass, never ``[W, P]``.
+    Args:
+      log_psi: ``log_psi(params, x [N, D], values) -> []`` for one walker.
+      chunk_size: walkers per micro-batch (None: all at once); memory of one chunk's backward pass.
 
     Returns:
-      ``sums(params, walkers [W, N, D], values, local_energies [W]) -> GradientSums``.
+      ``vjp(params, walkers [W, N, D], values, cotangent [W]) -> [P]`` in float64 (ordered as
+      ``ravel_pytree(params)``).
     """
     _check_chunk_size(chunk_size)
 
-    def sums(params: Params, walkers: Array, values: ContextValues, local_energies: Array) -> GradientSums:
-        energies = jnp.asarray(local_energies, jnp.float64)
-        shifted = energies - jnp.mean(energies)
-
-        def chunk_sums(rows):
-            x, e = rows
+    def vjp_fn(params: Params, walkers: Array, values: ContextValues, cotangent: Array) -> Array:
+        def chunk_sum(rows):
+            x, c = rows
             logs, vjp = jax.vjp(lambda p: jax.vmap(log_psi, in_axes=(None, 0, None))(p, x, values), params)
-            cotangents = jnp.stack([e, jnp.ones_like(e)]).astype(logs.dtype)  # [2, c]
-            grads = jax.vmap(lambda c: ravel_pytree(vjp(c)[0])[0])(cotangents).astype(jnp.float64)
-            count = jnp.asarray(e.shape[0], jnp.float64)
-            return GradientSums(grads[0], grads[1], jnp.sum(e), jnp.sum(e * e), count)
-        return accumulate(chunk_sums, (walkers, shifted), chunk_size)
-    return sums
-
-
-def gradient_from_sums(sums: Sequence[GradientSums], context_weights: Optional[Array] = None,
-                       normalize_energy_scale: bool = False) -> Array:
-    """The energy gradient ``g = Σ_c w_c · 2 cov_c(O, E)`` as a float64 vector ``[P]``.
-
-    Args:
-      sums: one ``GradientSums`` per context (contexts of different particle numbers are
-        accumulated separately and combined here).
-      context_weights: ``[C]`` weights ``w_c`` of the per-context energies in the loss
-        (default ``1/C`` each).
-      normalize_energy_scale: divide context c's covariance by ``std_c(E)`` (population
-        standard deviation; a zero std leaves it undivided), as in ``natgrad``.
-
-    Returns:
-      ``g [P]`` equal to ``natgrad.energy_gradient`` on the stacked O and E.
-    """
-    num_contexts = len(sums)
-    weights = (jnp.full((num_contexts,), 1.0 / num_contexts) if context_weights is None
-               else jnp.asarray(context_weights, jnp.float64))
-    total = 0.0
-    for c, s in enumerate(sums):
-        n = s.count
-        mean_e = s.sum_e / n
-        cov = s.sum_oe / n - (s.sum_o / n) * mean_e
-        if normalize_energy_scale:
-            std = jnp.sqrt(jnp.maximum(s.sum_ee / n - mean_e ** 2, 0.0))
-            cov = cov / jnp.where(std > 0, std, 1.0)
-        total = total + weights[c] * 2.0 * cov
-    return total
+            return ravel_pytree(vjp(c.astype(logs.dtype))[0])[0].astype(jnp.float64)
+        return accumulate(chunk_sum, (walkers, cotangent), chunk_size)
+    return vjp_fn

@@ -12,19 +12,23 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from samplers import stats as qstats
+import samplers
 from hamiltonians.context import Context
+from hamiltonians.system import make_psi
+from qvmc.config import VMCConfig
+from qvmc.estimator import make_block_functions
+from samplers import engine
+from samplers import stats as qstats
+from samplers.equilibration import BurnInReport
 from samplers.types import Params, PRNGKey
-from qvmc.vmc import TaskState, VMCConfig, make_task_functions
-from samplers.equilibration import BurnInReport, burn_in
 
 CHANNELS = ('all', 'same', 'opposite')  # pair channels: every pair, equal spins, opposite spins
 
 
 def simulation_cell(system, n_electrons: int) -> Optional[np.ndarray]:
     """The periodic supercell ``[D, D]`` (rows, physical units) of N electrons, or None (open system)."""
-    supercell = getattr(system, 'supercell', None)
-    return None if supercell is None else np.asarray(supercell(n_electrons), np.float64)
+    cell = system.simulation_cell(n_electrons)
+    return None if cell is None else np.asarray(cell, np.float64)
 
 
 def inscribed_radius(cell: np.ndarray) -> float:
@@ -65,7 +69,7 @@ class ContextMeasurement(NamedTuple):
     slice_electrons: pd.DataFrame
     traces: Dict[str, np.ndarray]
     burn_in: BurnInReport
-    final: TaskState
+    final: samplers.ChainState
 
 
 class SweepResult(NamedTuple):
@@ -136,17 +140,10 @@ class Sweep:
         self.slice_electron = slice_electron
         self._compiled = {}
 
-    def _psi(self, spins):
-        def psi(params, x, values):  # (sign or phase, log|ψ|) of one walker in physical units
-            scale = self.system.length_scale(values)
-            cond = self.system.context_features(values, *spins)
-            return self.wavefunction.apply(params, x / scale, cond, spins, self.system.coupling(values))
-        return psi
-
     def _functions(self, spins):
         if spins in self._compiled:
             return self._compiled[spins]
-        fns = make_task_functions(self.wavefunction, self.system, spins, self.config)
+        fns = make_block_functions(self.wavefunction, self.system, spins, self.config)
         cell = simulation_cell(self.system, sum(spins))
         bins, pbins = self.density_bins, self.pair_bins
         up = np.arange(sum(spins)) < spins[0]
@@ -168,19 +165,19 @@ class Sweep:
             pair = jax.vmap(lambda m: jnp.bincount(jnp.where(m, rbin, pbins).ravel(), length=pbins + 1))(masks)
             return density, pair
 
-        def run(rng_key, params, task, values, extent, r_max, adapt, num_steps: int):
-            # One function for burn-in (adapt=True) and measurement (adapt=False: the proposal
-            # step stays frozen), so each particle content compiles once per chunk length.
-            def body(task, key):
-                moved, info = fns.sample(key, params, task, values)
-                task = TaskState(moved.walkers, jnp.where(adapt, moved.step_size, task.step_size))
-                e_loc, comps = fns.energies(params, task.walkers, values)
-                density, pair = histograms(task.walkers, extent, r_max)
-                return task, (e_loc, comps, info.acceptance, density, pair)
-            return jax.lax.scan(body, task, jax.random.split(rng_key, num_steps))
+        def step_fn(key, chain, args, adapt):
+            params, values, _, _ = args
+            return fns.sample(key, params, chain, values, adapt)
 
-        batch_psi = jax.vmap(self._psi(spins), in_axes=(None, 0, None))
-        self._compiled[spins] = (jax.jit(run, static_argnames='num_steps'), jax.jit(batch_psi), cell)
+        def observe_fn(chain, info, args):
+            params, values, extent, r_max = args
+            e_loc, comps = fns.energies(params, chain.walkers, values)
+            density, pair = histograms(chain.walkers, extent, r_max)
+            return {'energy': e_loc, **comps}, {'acceptance': info.acceptance, 'density': density, 'pair': pair}
+
+        batch_psi = jax.vmap(make_psi(self.wavefunction, self.system, spins), in_axes=(None, 0, None))
+        run = jax.jit(engine.make_runner(step_fn, observe_fn), static_argnames='num_steps')
+        self._compiled[spins] = (run, jax.jit(batch_psi), cell)
         return self._compiled[spins]
 
     def measure(self, params: Params, ctx: Context, rng_key: PRNGKey, *, walkers=None, step_size=None,
@@ -214,43 +211,33 @@ class Sweep:
         if walkers.ndim != 3 or walkers.shape[1] != ctx.n_electrons:
             raise ValueError(f'walkers must be [W, N={ctx.n_electrons}, D] for {ctx.label()}, got {walkers.shape}.')
         step = self.config.initial_step_size if step_size is None else step_size
-        task = TaskState(walkers, jnp.asarray(step, walkers.dtype))
+        chain = samplers.ChainState(walkers, jnp.asarray(step, walkers.dtype))
         values, dtype = ctx.values, walkers.dtype
         one = jnp.asarray(1.0, dtype)
-
-        def run_chunk(task, first, n):
-            task, out = run(jax.random.fold_in(key_burn, first), params, task, values, one, one, True, num_steps=n)
-            return task, np.asarray(out[0], np.float64).T
-        task, report = burn_in(run_chunk, task, chunk=burn_in_chunk, min_steps=min_burn_in, max_steps=max_burn_in)
-
-        positions = np.asarray(task.walkers, np.float64)
+        chain, report = engine.burn_in(run, key_burn, chain, (params, values, one, one), chunk=burn_in_chunk,
+                                       min_steps=min_burn_in, max_steps=max_burn_in)
+        positions = np.asarray(chain.walkers, np.float64)
         if extent is None:
             extent = float(1.15 * np.quantile(np.linalg.norm(positions, axis=-1), 0.999))
         if r_max is None:
             r_max = 2.0 * extent if cell is None else inscribed_radius(cell)
-        chunks, done = [], 0
-        while done < num_steps:  # measured in chunks of the burn-in length: no further compilation
-            n = min(burn_in_chunk, num_steps - done)
-            task, out = run(jax.random.fold_in(key_measure, done), params, task, values, jnp.asarray(extent, dtype),
-                            jnp.asarray(r_max, dtype), False, num_steps=n)
-            chunks.append(jax.tree.map(np.asarray, out))
-            done += n
-        e_loc, comps, acc, density, pair = jax.tree.map(lambda *a: np.concatenate(a, axis=0), *chunks)
-        traces = {'energy': np.asarray(e_loc, np.float64).T}
-        traces.update({k: np.asarray(v, np.float64).T for k, v in comps.items()})
+        args = (params, values, jnp.asarray(extent, dtype), jnp.asarray(r_max, dtype))
+        chain, measured = engine.sample(run, key_measure, chain, args, num_draws=num_steps, chunk=burn_in_chunk)
+        traces = {k: np.asarray(v, np.float64) for k, v in measured.per_walker.items()}  # [W, T]
         if not all(np.all(np.isfinite(t)) for t in traces.values()):
             raise FloatingPointError(f'Non-finite local energies while measuring {ctx.label()}.')
         samples = traces['energy'].size  # walker samples, each with N electrons
-        density_counts = np.asarray(density, np.int64).sum(axis=0)
-        pair_counts = np.asarray(pair, np.int64).sum(axis=0)
+        density_counts = np.asarray(measured.per_draw['density'], np.int64).sum(axis=0)
+        pair_counts = np.asarray(measured.per_draw['pair'], np.int64).sum(axis=0)
+        acc = measured.per_draw['acceptance']
 
         row = self._energy_row(ctx, traces, report, carried, float(np.mean(acc)), time.time() - start)
         row['density_outside'] = float(density_counts[-1]) / (samples * ctx.n_electrons)
         labels = {'context': ctx.label(), **ctx.as_dict()}
         frames = (self._density_frame(density_counts, samples, extent, cell, labels),
                   self._pair_frame(pair_counts, samples, r_max, cell, ctx, labels))
-        slice_frame, electrons = self._slice(params, ctx, task.walkers, batch_psi, extent, cell, labels)
-        return ContextMeasurement(ctx, row, frames[0], frames[1], slice_frame, electrons, traces, report, task)
+        slice_frame, electrons = self._slice(params, ctx, chain.walkers, batch_psi, extent, cell, labels)
+        return ContextMeasurement(ctx, row, frames[0], frames[1], slice_frame, electrons, traces, report, chain)
 
     def _energy_row(self, ctx, traces, report, carried, acceptance, seconds):
         n = ctx.n_electrons

@@ -9,6 +9,8 @@ from typing import Any, Callable, Dict, Optional
 import jax
 import numpy as np
 
+import samplers
+
 from qvmc import checkpoint
 from qvmc.config import check_int
 from qvmc.history import (BURN_IN_NAME, HISTORY_NAME, CsvAppender, Progress, burn_in_rows, format_seconds,  # noqa: F401

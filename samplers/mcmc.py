@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.stats import compute_stats, stats_frame
+from samplers import engine
 from samplers.kernels import adapt_step_size, init, kernel_spec, make_kernel
 
 
@@ -70,35 +71,34 @@ class MCMC:
         state = init(x0, logdensity_fn)
         if not bool(jnp.any(jnp.isfinite(state.logdensity))):
             raise ValueError('logdensity_fn is non-finite at every initial position.')
-        kernel, target = self._kernel, self._target
+        kernel, target, keep = self._kernel, self._target, self.keep_positions
 
-        def warm(carry, key):
+        def step_fn(key, carry, args, adapt):
             st, step = carry
             st, info = kernel(key, st, logdensity_fn, step)
-            return (st, adapt_step_size(step, info.acceptance, target)), info.acceptance
+            step = jnp.where(adapt, adapt_step_size(step, info.acceptance, target), step)
+            return (st, step), info
 
-        def draw(st, key, step):
-            st, info = kernel(key, st, logdensity_fn, step)
-            out = {'acceptance': info.acceptance}
-            if extra_fn is not None:
-                out.update(jax.vmap(extra_fn)(st.position))
-            if self.keep_positions:
-                out['position'] = st.position
-            return st, out
+        def observe_fn(carry, info, args):
+            st, _ = carry
+            per_walker = {} if extra_fn is None else dict(jax.vmap(extra_fn)(st.position))
+            if keep:
+                per_walker['position'] = st.position
+            return per_walker, {'acceptance': info.acceptance}
 
+        run = jax.jit(engine.make_runner(step_fn, observe_fn), static_argnames='num_steps')
         key_warm, key_draw = jax.random.split(rng_key)
-        step = jnp.asarray(self.step_size, x0.dtype)
+        carry = (state, jnp.asarray(self.step_size, x0.dtype))
         if self.num_warmup:
-            (state, step), _ = jax.jit(lambda s, k: jax.lax.scan(warm, s, k))(
-                (state, step), jax.random.split(key_warm, self.num_warmup))
-        state, traces = jax.jit(lambda s, k, h: jax.lax.scan(lambda c, kk: draw(c, kk, h), s, k))(
-            state, jax.random.split(key_draw, self.num_samples), step)
-        traces = {k: np.asarray(v) for k, v in traces.items()}
+            carry, _ = run(key_warm, carry, None, True, num_steps=self.num_warmup)
+        (state, step), traces = engine.sample(run, key_draw, carry, None, num_draws=self.num_samples,
+                                              chunk=self.num_samples)
         self.step_size_adapted = float(step)
-        self._extra = {'acceptance': traces.pop('acceptance')}  # [draw]
-        if 'position' in traces:
-            self._samples = {'position': np.swapaxes(traces.pop('position'), 0, 1)}  # [chain, draw, N, D]
-        self._extra.update({k: np.swapaxes(v, 0, 1) for k, v in traces.items()})  # [chain, draw]
+        self._extra = {'acceptance': traces.per_draw['acceptance']}  # [draw]
+        per_walker = dict(traces.per_walker)  # [chain, draw, ...]
+        if 'position' in per_walker:
+            self._samples = {'position': per_walker.pop('position')}
+        self._extra.update(per_walker)
         self.last_state = state
         return self
 

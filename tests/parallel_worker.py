@@ -97,8 +97,8 @@ def main(job_path):
         job = json.load(f)
     _setup(job)
     import jax
-    from qvmc import checkpoint, parallel
-    from qvmc.vmc import TrainState, make_task_functions
+    from qvmc import parallel, resume
+    from qvmc.estimator import make_block_functions
     result = {'devices': jax.device_count(), 'processes': jax.process_count(), 'runs': []}
     cache = {}  # runs with equal settings share one VMC, hence one compilation
     for run in job['runs']:
@@ -112,23 +112,21 @@ def main(job_path):
         key = jax.random.PRNGKey(run.get('seed', 0))
         if run.get('resume_from'):
             _wait_for(run['resume_from'])
-            state = parallel.shard_state(TrainState(*checkpoint.load(run['resume_from'])), mesh)
+            state = parallel.shard_state(resume.load_state(run['resume_from'], vmc.init(key))[0], mesh)
         else:
             state = vmc.init(key)
         energies = []
         if run.get('save_at'):
             state, energies = run_steps(vmc, state, key, run['save_at'])
-            host = parallel.gather_state(state)
-            if jax.process_index() == 0:
-                checkpoint.save(run['save_to'], tuple(host))
+            resume.save_state(run['save_to'], state)  # gathers (a collective); process 0 writes
         facts = sharding_facts(state)
         state, more = run_steps(vmc, state, key, run['steps'])
-        facts.update({'final': sharding_facts(state), 'trace_counts': {str(k): v for k, v in vmc.trace_counts.items()}})
+        facts.update({'final': sharding_facts(state), 'trace_counts': {'step': vmc.num_step_traces}})
         if run.get('count_all_gathers'):  # the micro-batched local energies must not gather walkers
             ctx = vmc.contexts[0]
-            fns = make_task_functions(vmc.wavefunction, vmc.system, ctx.spins, vmc.config)
+            fns = make_block_functions(vmc.wavefunction, vmc.system, ctx.spins, vmc.config)
             fn = jax.jit(lambda p, w: fns.energies(p, w, ctx.values))
-            facts['energies_all_gathers'] = fn.lower(state.params, state.tasks[0].walkers).compile().as_text().count(
+            facts['energies_all_gathers'] = fn.lower(state.params, state.chains[0].walkers).compile().as_text().count(
                 'all-gather')
         save_npz(run['out'], state, energies + more)
         result['runs'].append(facts)

@@ -106,10 +106,12 @@ def test_context_switch_in_quantum_dot_run_burns_in_until_equilibrated():
     assert not report.checks[0].equilibrated, report  # the window right after the switch is flagged
     assert report.steps == 10 + 5 * (len(report.checks) - 1)
 
-    run = vmc._burn_chunk(target.spins)
-    task, e_after = run(jax.random.PRNGKey(4), state.params, state.tasks[0], target.values, num_steps=20)
-    _, e_long = run(jax.random.PRNGKey(5), state.params, task, target.values, num_steps=300)
-    after, long = compute_stats(np.asarray(e_after).T), compute_stats(np.asarray(e_long).T)
+    run = vmc.runner(target.spins)  # the measurement engine's runner of this particle content
+    args = (state.params, state.values[0])
+    chain, (e_after, _) = run(jax.random.PRNGKey(4), state.chains[0], args, True, num_steps=20)
+    _, (e_long, _) = run(jax.random.PRNGKey(5), chain, args, True, num_steps=300)
+    after = compute_stats(np.asarray(e_after['energy']).T)
+    long = compute_stats(np.asarray(e_long['energy']).T)
     assert abs(after.mean - long.mean) < 4 * np.hypot(after.error, long.error), (after, long)
 
     state, info = vmc.step(jax.random.PRNGKey(6), state)  # training continues on the new context

@@ -227,28 +227,51 @@ def test_float32_network_gives_float32_updates_from_float64_solve():
                                atol=1e-6 * np.abs(delta).max())
 
 
-def test_accumulated_gradient_equals_unsplit_and_surrogate():
+def test_vjp_gradient_equals_score_gradient_and_surrogate():
+    """The one estimator: chunked VJP with cotangent 2(E - Ē)/n per context equals 2 Ōᵀē from
+    stored scores and the surrogate-loss gradient."""
     walkers = [_walkers(11, 30, 2), _walkers(12, 17, 3)]
     rng = np.random.default_rng(4)
     energies = [jnp.asarray(rng.normal(size=30) + 50.0), jnp.asarray(rng.normal(size=17) * 3 - 20.0)]
-    sums_fn = jax.jit(scores_lib.make_gradient_sums_fn(LOG_PSI, chunk_size=7))
-    sums = [sums_fn(PARAMS, w, VALUES, e) for w, e in zip(walkers, energies)]
+    vjp_fn = jax.jit(scores_lib.make_vjp_fn(LOG_PSI, chunk_size=7))
     score_fn = scores_lib.make_score_fn(LOG_PSI)
     o, e, ids = natgrad.stack_contexts([score_fn(PARAMS, w, VALUES) for w in walkers], energies)
-    for weights, normalize in ((None, False), (jnp.asarray([0.3, 0.7]), True)):
-        np.testing.assert_allclose(scores_lib.gradient_from_sums(sums, weights, normalize),
-                                   natgrad.energy_gradient(o, e, ids, 2, weights, normalize), rtol=RTOL)
+    for weights in (jnp.asarray([0.5, 0.5]), jnp.asarray([0.3, 0.7])):
+        g = sum(wc * vjp_fn(PARAMS, w, VALUES, 2.0 * (en - jnp.mean(en)) / en.shape[0])
+                for wc, w, en in zip(weights, walkers, energies))
+        np.testing.assert_allclose(g, natgrad.energy_gradient(o, e, ids, context_weights=weights), rtol=RTOL,
+                                   atol=1e-13)
 
-    def surrogate(p):  # the VMC loop's estimator: mean over contexts of 2 E[(E - Ē) log|ψ|]
+    def surrogate(p):  # mean over contexts of 2 E[(E - Ē) log|ψ|]
         terms = [2.0 * jnp.mean((en - jnp.mean(en)) * jax.vmap(LOG_PSI, (None, 0, None))(p, w, VALUES))
                  for w, en in zip(walkers, energies)]
         return 0.5 * (terms[0] + terms[1])
     surrogate_grad = ravel_pytree(jax.grad(surrogate)(PARAMS))[0]
-    np.testing.assert_allclose(scores_lib.gradient_from_sums(sums), surrogate_grad,
+    np.testing.assert_allclose(natgrad.energy_gradient(o, e, ids, 2), surrogate_grad,
                                rtol=RTOL, atol=1e-13)  # the output bias has O = 1: exactly zero here
     rows = jnp.arange(23.0)
     total = scores_lib.accumulate(lambda r: {'s': jnp.sum(r), 'q': jnp.sum(r ** 2)}, rows, chunk_size=5)
     assert float(total['s']) == float(jnp.sum(rows)) and float(total['q']) == float(jnp.sum(rows ** 2))
+
+
+def test_natural_gradients_compose_in_an_optax_chain():
+    """minSR inside optax.chain with clipping and apply_if_finite receives the extra arguments."""
+    o, e, ids = _synthetic(13, (6, 6), 33)
+    o = o[:, :P]
+    weights = jnp.asarray([0.5, 0.5])
+    tx = optax.apply_if_finite(optax.chain(natgrad.minsr(0.1, 1e-3), optax.clip_by_global_norm(1e9)), 3)
+    state = tx.init(PARAMS)
+    assert natgrad.uses_scores(state) and not natgrad.uses_scores(optax.adam(1e-3).init(PARAMS))
+    g = jax.tree.map(jnp.ones_like, PARAMS)
+    chained, _ = jax.jit(tx.update)(g, state, PARAMS, scores=o, local_energies=e, context_ids=ids,
+                                    context_weights=weights)
+    alone, _ = natgrad.minsr(0.1, 1e-3).update(g, natgrad.minsr(0.1, 1e-3).init(PARAMS), PARAMS, scores=o,
+                                              local_energies=e, context_ids=ids, context_weights=weights)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10), chained, alone)
+    plain, _ = optax.chain(optax.sgd(0.1)).update(g, optax.chain(optax.sgd(0.1)).init(PARAMS), PARAMS)
+    wrapped, _ = optax.with_extra_args_support(optax.sgd(0.1)).update(
+        g, optax.sgd(0.1).init(PARAMS), PARAMS, scores=o, local_energies=e, context_ids=ids)
+    jax.tree.map(np.testing.assert_array_equal, plain, wrapped)
 
 
 def test_optax_wrapper_accepts_and_ignores_the_extra_arguments():

@@ -14,8 +14,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from parallel_worker import make_vmc, run_steps
-from qvmc import checkpoint, parallel
-from qvmc.vmc import TrainState, make_log_psi
+from qvmc import parallel, resume
+from qvmc.vmc import make_log_psi
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'parallel_worker.py')
 STEPS, SAVE_AT, MINSR_STEPS = 4, 2, 3
@@ -64,16 +64,16 @@ class Runs:
         self.dir = directory
         self.key = jax.random.PRNGKey(0)
         job = {'host_devices': 4, 'runs': [
-            {'devices': 4, 'steps': STEPS, 'save_at': SAVE_AT, 'save_to': self.path('four.pkl'),
+            {'devices': 4, 'steps': STEPS, 'save_at': SAVE_AT, 'save_to': self.path('four.qvmc'),
              'out': self.path('four.npz')},
             {'devices': 4, 'steps': MINSR_STEPS, 'optimizer': 'minsr', 'contexts': 2, 'chunk_size': 4,
              'count_all_gathers': True, 'out': self.path('minsr_four_chunked.npz')},
-            {'devices': 4, 'steps': STEPS, 'resume_from': self.path('one.pkl'), 'out': self.path('one_to_four.npz')}]}
+            {'devices': 4, 'steps': STEPS, 'resume_from': self.path('one.qvmc'), 'out': self.path('one_to_four.npz')}]}
         self.proc = _launch(job, self.path('job.json'))
         self.mesh = parallel.make_mesh(jax.devices()[:1])
         self.vmc = make_vmc({'optimizer': 'sgd'}, self.mesh)
         self.at_save, energies = run_steps(self.vmc, self.vmc.init(self.key), self.key, SAVE_AT)
-        checkpoint.save(self.path('one.pkl'), tuple(parallel.gather_state(self.at_save)))
+        resume.save_state(self.path('one.qvmc'), self.at_save)
         self.reference, more = run_steps(self.vmc, self.at_save, self.key, STEPS)  # = an uninterrupted run
         self.energies = np.asarray(energies + more)
         self._result = None
@@ -86,7 +86,7 @@ class Runs:
             vmc_minsr = make_vmc({'optimizer': 'minsr', 'contexts': 2}, self.mesh)
             minsr, minsr_energies = run_steps(vmc_minsr, vmc_minsr.init(self.key), self.key, MINSR_STEPS)
             worker = _finish(self.proc, self.path('job.json'))
-            loaded = TrainState(*checkpoint.load(self.path('four.pkl')))
+            loaded = resume.load_state(self.path('four.qvmc'), self.vmc.init(self.key))[0]
             resumed, _ = run_steps(self.vmc, parallel.shard_state(loaded, self.mesh), self.key, STEPS)
             out = {name: dict(np.load(self.path(name + '.npz')))
                    for name in ('four', 'one_to_four', 'minsr_four_chunked')}

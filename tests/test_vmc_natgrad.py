@@ -38,7 +38,7 @@ def test_micro_batched_step_equals_unbatched(name):
     _, whole, info_whole = _one_step(make(), contexts, None)
     _, split, info_split = _one_step(make(), contexts, 5)
     assert info_whole.accepted and info_split.accepted
-    assert info_split.loss == pytest.approx(info_whole.loss, rel=1e-12)
+    assert float(info_split.loss) == pytest.approx(float(info_whole.loss), rel=1e-12)
     assert _max_rel_diff(split.params, whole.params) < 1e-10
 
 
