@@ -142,7 +142,7 @@ def safe_walkers(walkers: Array, mask: Array) -> Array:
 def block_gradient(fns: BlockFunctions, params: Params, walkers: Array, values: ContextValues,
                    est: BlockEstimate) -> Array:
     """``g_c = 2 cov_c(O, E_clip)`` over the healthy walkers, float64 ``[P]``, by one VJP."""
-    count = jnp.maximum(jnp.sum(est.mask), 1).astype(jnp.float64)
+    count = jnp.maximum(jnp.sum(est.mask), 1).astype(parallel.reduction_dtype())
     return 2.0 * fns.gradient(params, safe_walkers(walkers, est.mask), values, est.centred / count)
 
 

@@ -76,7 +76,7 @@ def make_vjp_fn(log_psi: LogPsiFn, chunk_size: Optional[int] = None):
       chunk_size: walkers per micro-batch (None: all at once); memory of one chunk's backward pass.
 
     Returns:
-      ``vjp(params, walkers [W, N, D], values, cotangent [W]) -> [P]`` in float64 (ordered as
+      ``vjp(params, walkers [W, N, D], values, cotangent [W]) -> [P]`` in float64 under x64 (ordered as
       ``ravel_pytree(params)``).
     """
     _check_chunk_size(chunk_size)
@@ -85,6 +85,6 @@ def make_vjp_fn(log_psi: LogPsiFn, chunk_size: Optional[int] = None):
         def chunk_sum(rows):
             x, c = rows
             logs, vjp = jax.vjp(lambda p: jax.vmap(log_psi, in_axes=(None, 0, None))(p, x, values), params)
-            return ravel_pytree(vjp(c.astype(logs.dtype))[0])[0].astype(jnp.float64)
+            return ravel_pytree(vjp(c.astype(logs.dtype))[0])[0].astype(parallel.reduction_dtype())
         return accumulate(chunk_sum, (walkers, cotangent), chunk_size)
     return vjp_fn

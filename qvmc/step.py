@@ -94,8 +94,12 @@ def make_train_step(wavefunction, system, optimizer: optax.GradientTransformatio
                 return chain, st, out
 
             keys = jnp.stack([jax.random.fold_in(rng_key, i) for i in idx])
-            group_chain, group_stats, group_out = jax.vmap(block)(
-                keys, _stack([state.chains[i] for i in idx]), _stack([state.values[i] for i in idx]))
+            args = (keys, _stack([state.chains[i] for i in idx]), _stack([state.values[i] for i in idx]))
+            if len(idx) == 1:  # no batch axis of size one in the compiled program
+                out = block(*jax.tree.map(lambda a: a[0], args))
+                group_chain, group_stats, group_out = jax.tree.map(lambda a: a[None], out)
+            else:
+                group_chain, group_stats, group_out = jax.vmap(block)(*args)
             for j, i in enumerate(idx):
                 chains[i] = jax.tree.map(lambda a: a[j], group_chain)
                 stats[i] = jax.tree.map(lambda a: a[j], group_stats)
@@ -104,7 +108,7 @@ def make_train_step(wavefunction, system, optimizer: optax.GradientTransformatio
                 else:
                     grads[i] = group_out[j]
 
-        weights = jnp.full((num_blocks,), 1.0 / num_blocks, jnp.float64)
+        weights = jnp.full((num_blocks,), 1.0 / num_blocks, parallel.reduction_dtype())
         unravel = make_unravel(params)
         extra = {}
         if with_scores:

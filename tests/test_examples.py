@@ -11,7 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_quantum_dot_foundation_driver(tmp_path):
     run_dir = tmp_path / 'run'
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',  # compile-bound at these sizes
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     cmd = [sys.executable, os.path.join(ROOT, 'examples', 'quantum_dot_foundation.py'), '--run-dir', str(run_dir),
            '--steps', '4', '--walkers', '16', '--width', '8', '--layers', '1', '--determinants', '2',
            '--eval-walkers', '16', '--eval-steps', '5']
@@ -29,7 +30,8 @@ def test_quantum_dot_foundation_driver(tmp_path):
 def test_moire_transition_driver(tmp_path):
     """Blockwise training over λ, a λ sweep and the transition fit, at the smallest sizes."""
     run_dir = tmp_path / 'moire'
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',  # compile-bound at these sizes
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     cmd = [sys.executable, os.path.join(ROOT, 'examples', 'moire_transition.py'), '--run-dir', str(run_dir),
            '--steps', '4', '--block-length', '2', '--stages', '0:2', '--walkers', '16', '--hidden', '8',
            '--substeps', '3', '--sweep-points', '5', '--eval-walkers', '16', '--eval-steps', '8',

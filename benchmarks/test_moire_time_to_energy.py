@@ -1,0 +1,155 @@
+"""The FermiNet-family peer's own moiré benchmark: seconds per step (split into its parts) and energy
+per electron against wall time from a cold start.
+
+Physics (as the peer, PeriodicWave): 6 spin-polarized electrons in a 3×3 moiré supercell (ν = 2/3),
+ε = 5, λ = 1 (V0 = 15 meV, φ = π/4, a_M = 8.031 nm, m* = 0.35). qvmc: QERNEL default config
+(~108K parameters), float32 network with float64 reductions and solves, RWM, minSR.
+
+Peer numbers (measured on this machine class, ../shared/PERF-BASELINE.md): 2.2–2.7 s per
+iteration at 1024 walkers and 30 MCMC steps; −59.36 meV/electron after ~1000 iterations and
+−59.41 after 1500 iterations (73 min); 102 s to its first iteration.
+
+Sizes from the environment:
+
+* ``QVMC_BENCH_TTE_WALKERS`` (1024), ``QVMC_BENCH_TTE_SUBSTEPS`` (30): walkers and MCMC
+  sub-steps per step (the peer's matched work).
+* ``QVMC_BENCH_TTE_REPEATS`` (3): timed repeats of every part (the median is reported).
+* ``QVMC_BENCH_TTE_MINUTES`` (24): wall-time budget of the time-to-energy run (a third of the
+  peer's 73 minutes); ``QVMC_BENCH_TTE_LR`` (0.05), ``QVMC_BENCH_TTE_SHIFT`` (1e-3),
+  ``QVMC_BENCH_TTE_MAX_NORM`` (1e-2): minSR settings; ``QVMC_BENCH_TTE_OUT``
+  (``runs/bench_moire_tte``): CSV and plot of energy per electron vs wall time.
+* ``QVMC_BENCH_TTE_EWALD`` (1e-10): relative precision of the Ewald sums in training.
+"""
+
+import os
+import statistics
+import time
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update('jax_enable_x64', True)
+
+from ansatz.qernel import QernelConfig  # noqa: E402
+from ansatz.registry import make_ansatz  # noqa: E402
+from hamiltonians import MoireSystem  # noqa: E402
+from qvmc import VMC, VMCConfig, natgrad  # noqa: E402
+from qvmc.estimator import block_score_rows, estimate_block, make_block_functions  # noqa: E402
+
+
+def _env(name, default, cast=float):
+    value = os.environ.get(name, str(default))
+    try:
+        value = cast(value)
+    except ValueError:
+        raise ValueError(f'{name} must be a {cast.__name__}, got {value!r}.') from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f'{name} must be finite and > 0, got {value!r}.')
+    return value
+
+
+WALKERS = _env('QVMC_BENCH_TTE_WALKERS', 1024, int)
+SUBSTEPS = _env('QVMC_BENCH_TTE_SUBSTEPS', 30, int)
+REPEATS = _env('QVMC_BENCH_TTE_REPEATS', 3, int)
+MINUTES = _env('QVMC_BENCH_TTE_MINUTES', 24.0)
+LR, SHIFT, MAX_NORM = (_env('QVMC_BENCH_TTE_LR', 0.05), _env('QVMC_BENCH_TTE_SHIFT', 1e-3),
+                       _env('QVMC_BENCH_TTE_MAX_NORM', 1e-2))
+EWALD = _env('QVMC_BENCH_TTE_EWALD', 1e-10)
+OUT = os.environ.get('QVMC_BENCH_TTE_OUT', 'runs/bench_moire_tte')
+PEER = {'seconds per step': (2.2, 2.7), 'meV/e after 1500 its (73 min)': -59.41, 'first step s': 102}
+
+
+def setup(walkers=WALKERS, substeps=SUBSTEPS):
+    """The peer's system and our matched model; returns ``(vmc, state, context)``."""
+    system = MoireSystem(epsilon=5.0, ewald_precision=EWALD)
+    ctx = system.context(6, 0, lam=1.0)
+    wf = make_ansatz('qernel', QernelConfig(), lattice=system.network_lattice)
+    config = VMCConfig(num_walkers=walkers, mcmc_substeps=substeps, network_dtype='float32', sampler='rwm')
+    vmc = VMC(wf, system, [ctx], natgrad.minsr(LR, SHIFT, max_norm=MAX_NORM), config)
+    return vmc, vmc.init(jax.random.PRNGKey(0)), ctx
+
+
+def _median_seconds(fn, *args):
+    jax.block_until_ready(fn(*args))  # compile
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_breakdown(vmc, state, ctx):
+    """Seconds of each part of one step, each jitted alone, and of the whole step."""
+    fns = make_block_functions(vmc.wavefunction, vmc.system, ctx.spins, vmc.config)
+    params, chain, values = state.params, state.chains[0], state.values[0]
+    key = jax.random.PRNGKey(1)
+    sample = jax.jit(lambda k, c: fns.sample(k, params, c, values))
+    energies = jax.jit(lambda w: fns.energies(params, w, values))
+    scores = jax.jit(lambda w: fns.scores(params, w, values))
+    e_loc, comps = energies(chain.walkers)
+    est = estimate_block(e_loc, comps, np.int32(0), vmc.config)
+    o, _ = jax.jit(lambda w: block_score_rows(fns, params, w, values, est))(chain.walkers)  # masked rows
+    ids = jax.numpy.zeros(o.shape[0], jax.numpy.int32)
+    weights = jax.numpy.ones(1)
+
+    def solve(o):
+        updates, _ = vmc.optimizer.update(None, state.opt_state, params, scores=o, local_energies=est.centred,
+                                          context_ids=ids, context_weights=weights)
+        return updates
+    parts = {'sampling': _median_seconds(sample, key, chain),
+             'local energy': _median_seconds(energies, chain.walkers),
+             'scores': _median_seconds(scores, chain.walkers),
+             'solve + update': _median_seconds(jax.jit(solve), o),
+             'whole step': _median_seconds(vmc.step, key, state)}
+    return parts
+
+
+def test_step_breakdown(report):
+    vmc, state, ctx = setup()
+    parts = step_breakdown(vmc, state, ctx)
+    num_params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
+    row = {'benchmark': 'moiré step (peer matched)', 'walkers': WALKERS, 'substeps': SUBSTEPS,
+           'parameters': num_params, **{f'{k} s': round(v, 3) for k, v in parts.items()},
+           'peer s/step': '2.2-2.7', 'ratio to peer (2.45 s)': round(parts['whole step'] / 2.45, 2)}
+    print(row)
+    report(row)
+
+
+def test_time_to_energy(report):
+    """Trains from a cold start for the wall-time budget; energy per electron vs wall time to CSV + plot."""
+    import pandas as pd
+    start = time.time()
+    vmc, state, ctx = setup()
+    n = ctx.n_electrons
+    rows, key, t = [], jax.random.PRNGKey(2), 0
+    state = vmc.burn_in(key, state, 10)
+    while time.time() - start < 60 * MINUTES:
+        state, info = vmc.step(jax.random.fold_in(key, t), state)
+        t += 1
+        if t % 5 == 0:
+            rows.append({'step': t, 'wall_s': time.time() - start, 'energy_per_electron': float(info.loss) / n,
+                         'variance': float(info.tasks[0].variance)})
+            print(rows[-1], flush=True)
+    frame = pd.DataFrame(rows)
+    frame['smoothed_50'] = frame['energy_per_electron'].rolling(10, min_periods=1).mean()
+    os.makedirs(OUT, exist_ok=True)
+    frame.to_csv(os.path.join(OUT, 'energy_vs_time.csv'), index=False)
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(frame['wall_s'] / 60, frame['energy_per_electron'], lw=0.5, alpha=0.5, label='qvmc (per step)')
+    ax.plot(frame['wall_s'] / 60, frame['smoothed_50'], label='qvmc (50-step mean)')
+    ax.axhline(PEER['meV/e after 1500 its (73 min)'], color='k', ls='--', label='peer after 73 min')
+    ax.set(xlabel='wall time (min, compile included)', ylabel='E / N (meV)', ylim=(-59.8, -57.0))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(OUT, 'energy_vs_time.png'), dpi=120)
+    last = frame.tail(max(1, len(frame) // 10))
+    report({'benchmark': 'moiré time to energy', 'minutes': MINUTES, 'steps': t,
+            'final meV/e (last 10%)': round(last['energy_per_electron'].mean(), 3),
+            'peer meV/e (73 min)': PEER['meV/e after 1500 its (73 min)']})
+
+
