@@ -152,7 +152,10 @@ def block_score_rows(fns: BlockFunctions, params: Params, walkers: Array, values
     the healthy rows' means, so that they vanish after centring per context."""
     o = fns.scores(params, safe_walkers(walkers, est.mask), values)
     mask = est.mask
-    count = jnp.maximum(jnp.sum(mask), 1)
-    o_mean = jnp.sum(jnp.where(mask[:, None], o, 0), axis=0) / count.astype(o.dtype)
-    o = jnp.where(mask[:, None], o, o_mean[None])
+
+    def fill(o):
+        count = jnp.maximum(jnp.sum(mask), 1)
+        o_mean = jnp.sum(jnp.where(mask[:, None], o, 0), axis=0) / count.astype(o.dtype)
+        return jnp.where(mask[:, None], o, o_mean[None])
+    o = jax.lax.cond(jnp.all(mask), lambda o: o, fill, o)  # the [W, P] pass only when a walker is bad
     return o, est.centred  # centred: zero mean over the block, zero outside the mask

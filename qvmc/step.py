@@ -112,8 +112,14 @@ def make_train_step(wavefunction, system, optimizer: optax.GradientTransformatio
         unravel = make_unravel(params)
         extra = {}
         if with_scores:
-            o, e, ids = natgrad.stack_contexts([r[0] for r in rows], [r[1] for r in rows])
-            g = natgrad.energy_gradient(o, e, ids, context_weights=weights)
+            if num_blocks == 1:  # no [B, P] copy for the concatenation
+                (o, e), ids = rows[0], jnp.zeros(rows[0][1].shape[0], jnp.int32)
+            else:
+                o, e, ids = natgrad.stack_contexts([r[0] for r in rows], [r[1] for r in rows])
+            # e is centred per block, so Oᵀē = Ōᵀē: the gradient needs no centred copy of O.
+            counts = jnp.asarray([rows[i][1].shape[0] for i in range(num_blocks)], weights.dtype)
+            coeff = (2.0 * e * (weights / counts)[ids]).astype(o.dtype)
+            g = (o.T @ coeff).astype(weights.dtype)
             extra = dict(scores=o, local_energies=e, context_ids=ids, context_weights=weights)
         else:
             g = sum(w * gi for w, gi in zip(np.full(num_blocks, 1.0 / num_blocks), grads))
