@@ -49,7 +49,7 @@ def test_steps_to_dmc(name, report):
         start = time.perf_counter()
         state, info = vmc.step(jax.random.PRNGKey(100 + t), state)
         times.append(time.perf_counter() - start)
-        energies.append(info.loss)
+        energies.append(float(info.loss))
         if reached is None and t + 1 >= WINDOW and np.mean(energies[-WINDOW:]) - DMC < 5e-3:
             reached = (t + 1, float(np.sum(times)))
     final = float(np.mean(energies[-WINDOW:]))
@@ -57,7 +57,7 @@ def test_steps_to_dmc(name, report):
             'walkers': walkers, 'steps': steps, 'steps to DMC+5mHa': reached[0] if reached else None,
             'seconds to DMC+5mHa': reached[1] if reached else None,
             f'final {WINDOW}-step mean': final, 'minus DMC (mHa)': 1e3 * (final - DMC),
-            's/step (after compile)': float(np.median(times[1:])), 'rejected': state.num_rejected})
+            's/step (after compile)': float(np.median(times[1:])), 'rejected': int(state.num_rejected)})
     assert np.isfinite(final)
 
 

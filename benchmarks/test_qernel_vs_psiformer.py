@@ -61,7 +61,7 @@ def test_energy_vs_steps_and_parameters(name, width, report):
     energies, start = [], time.time()
     for t in range(steps):
         state, info = vmc.step(jax.random.PRNGKey(100 + t), state)
-        energies.append(info.loss)
+        energies.append(float(info.loss))
     seconds = time.time() - start
     smoothed = pd.Series(energies).rolling(WINDOW).mean()
     CURVES.extend({'ansatz': name, 'width': width, 'params': params['total'], 'step': t + 1, 'energy': e,

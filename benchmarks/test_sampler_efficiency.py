@@ -20,7 +20,8 @@ from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
 from qvmc import VMC, VMCConfig
 from samplers.stats import compute_stats
-from qvmc.vmc import make_log_psi, make_task_functions
+from hamiltonians import make_log_psi
+from qvmc.estimator import make_block_functions
 
 
 def _env(name, default):
@@ -48,7 +49,7 @@ def test_sampler_efficiency(trained, name, report):
     logdensity = lambda x: 2.0 * log_psi(params, x, ctx.values)
     kernel = samplers.make_kernel(name, substeps)
     spec = samplers.kernel_spec(name)
-    energies = make_task_functions(wf, dot, ctx.spins, VMCConfig(chunk_size=64)).energies
+    energies = make_block_functions(wf, dot, ctx.spins, VMCConfig(chunk_size=64)).energies
 
     @jax.jit
     def warm(key, state, step):

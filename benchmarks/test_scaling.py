@@ -223,25 +223,24 @@ def _throughput(job):
     for t in range(job['steps']):
         state, info = vmc.step(jax.random.PRNGKey(100 + t), state)
     return {'seconds_per_step': (time.perf_counter() - start) / job['steps'], 'compile_seconds': compile_seconds,
-            'energy': info.loss, 'backend': jax.default_backend()}
+            'energy': float(info.loss), 'backend': jax.default_backend()}
 
 
 def _moire_args(n, walkers, chunk_size=None):
     import jax
     vmc = _moire_vmc(n, walkers, chunk_size=chunk_size)
     state = vmc.init(jax.random.PRNGKey(0))
-    ctx = vmc.contexts[0]
-    return vmc, state, (jax.random.PRNGKey(1), state.params, state.tasks[0], ctx.values)
+    return vmc, state, (jax.random.PRNGKey(1), state)
 
 
 def _moire_memory(job):
-    """Compiles (never runs) the per-context step for W and 2W walkers: XLA's buffer sizes."""
+    """Compiles (never runs) the training step for W and 2W walkers: XLA's buffer sizes."""
     import jax
     from qvmc.scores import num_params
     peaks = []
     for walkers in (job['walkers'], 2 * job['walkers']):
         vmc, state, args = _moire_args(job['n'], walkers, job.get('chunk'))
-        stats = vmc._task_fn(vmc.contexts[0].spins).lower(*args).compile().memory_analysis()
+        stats = vmc._step.lower(*args).compile().memory_analysis()  # the jitted pure step
         peaks.append(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
                      - stats.alias_size_in_bytes)
     per_walker = (peaks[1] - peaks[0]) / job['walkers']
@@ -250,7 +249,7 @@ def _moire_memory(job):
 
 
 def _moire_time(job):
-    """Runs the per-context step for ``walkers`` walkers: compile time, then the median of 3 runs.
+    """Runs the training step for ``walkers`` walkers: compile time, then the median of 3 runs.
 
     One program per process: with jaxlib 0.10.2 on CPU, running a program after another one of
     the same function was compiled and dropped hangs now and then (seen at N = 18, float32).
@@ -259,13 +258,13 @@ def _moire_time(job):
     import time
     import jax
     vmc, state, args = _moire_args(job['n'], job['walkers'])
-    step = vmc._task_fn(vmc.contexts[0].spins)
+    step = vmc._step  # the jitted pure step
     start = time.perf_counter()
     jax.block_until_ready(step(*args))
     compile_seconds, timings = time.perf_counter() - start, []
     for t in range(3):
         start = time.perf_counter()
-        jax.block_until_ready(step(jax.random.PRNGKey(2 + t), *args[1:]))
+        jax.block_until_ready(step(jax.random.PRNGKey(2 + t), state))
         timings.append(time.perf_counter() - start)
     return {'seconds_per_step': float(np.median(timings)), 'compile_seconds': compile_seconds,
             'max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
