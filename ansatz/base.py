@@ -22,9 +22,18 @@ from samplers.types import Array
 
 
 class Wavefunction(NamedTuple):
-    """A pure-function wavefunction; see the module docstring for the signatures."""
+    """A pure-function wavefunction; see the module docstring for the signatures.
+
+    Attributes:
+      init: ``init(rng_key, x, cond, spins, coupling) -> params``.
+      apply: ``apply(params, x, cond, spins, coupling) -> (sign, log|ψ|)``.
+      periodic: True if ψ is built for a periodic cell (periodic features, plane-wave
+        orbitals); ``qvmc.VMC``, ``Predictor`` and ``Sweep`` refuse a wavefunction whose
+        geometry differs from the system's ``periodic``.
+    """
     init: Callable
     apply: Callable
+    periodic: bool = False
 
 
 def validate_call(x: Array, spins: Tuple[int, int]) -> None:
@@ -36,8 +45,9 @@ def validate_call(x: Array, spins: Tuple[int, int]) -> None:
                          'vmap over walkers outside the wavefunction.')
 
 
-def from_haiku(forward: Callable) -> Wavefunction:
-    """Wraps ``forward(x, cond, spins, coupling) -> (sign, logabs)`` into a ``Wavefunction``."""
+def from_haiku(forward: Callable, periodic: bool = False) -> Wavefunction:
+    """Wraps ``forward(x, cond, spins, coupling) -> (sign, logabs)`` into a ``Wavefunction``
+    (``periodic``: whether ``forward`` is built for a periodic cell)."""
     transformed = hk.without_apply_rng(hk.transform(forward))
 
     def init(rng_key, x, cond, spins, coupling=0.0):
@@ -48,7 +58,7 @@ def from_haiku(forward: Callable) -> Wavefunction:
         validate_call(x, spins)
         return transformed.apply(params, x, cond, tuple(spins), coupling)
 
-    return Wavefunction(init, apply)
+    return Wavefunction(init, apply, bool(periodic))
 
 
 def log_sum_determinants(coefficients: Array, signs: Array, logdets: Array) -> Tuple[Array, Array]:

@@ -54,7 +54,7 @@ def make_periodic_slater(gvecs: np.ndarray, phases: np.ndarray, coefficients: np
         orbitals = basis @ jnp.asarray(used, x.dtype)  # [N, max(spins)]
         return slogdet_blocks([orbitals[:n_up, :n_up], orbitals[n_up:, :n_down]])
 
-    return from_haiku(forward)
+    return from_haiku(forward, periodic=True)
 
 
 @functools.lru_cache(maxsize=32)
@@ -101,7 +101,7 @@ def make_plane_wave_slater(lattice: np.ndarray, max_electrons: int = 200,
         check(spins)
         return base.apply(params, x, cond, spins, coupling)
 
-    return Wavefunction(init, apply)
+    return Wavefunction(init, apply, periodic=True)
 
 
 def make_band_slater(spectrum, length_unit: float) -> Wavefunction:

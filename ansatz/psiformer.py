@@ -93,4 +93,4 @@ def make_psiformer(config: PsiFormerConfig = PsiFormerConfig(),
     """The PsiFormer baseline as a pure ``Wavefunction`` (``lattice`` as in ``make_qernel``)."""
     def forward(x, cond, spins, coupling):
         return PsiFormer(config, lattice, name='psiformer')(x, cond, spins, coupling)
-    return from_haiku(forward)
+    return from_haiku(forward, periodic=lattice is not None)

@@ -117,4 +117,4 @@ def make_qernel(config: QernelConfig = QernelConfig(), lattice: features.Lattice
     """
     def forward(x, cond, spins, coupling):
         return Qernel(config, lattice, name='qernel')(x, cond, spins, coupling)
-    return from_haiku(forward)
+    return from_haiku(forward, periodic=lattice is not None)

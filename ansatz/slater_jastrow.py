@@ -121,7 +121,7 @@ def make_slater_jastrow(config: SlaterJastrowConfig = SlaterJastrowConfig(),
     """
     def forward(x, cond, spins, coupling):
         return SlaterJastrow(config, lattice, name='slater_jastrow')(x, cond, spins, coupling)
-    return from_haiku(forward)
+    return from_haiku(forward, periodic=lattice is not None)
 
 
 def make_backflow(config: SlaterJastrowConfig = SlaterJastrowConfig(),

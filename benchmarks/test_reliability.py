@@ -199,7 +199,7 @@ def test_nan_parameter_mid_run_rolls_back(tmp_path, report):
         if not fired:
             fired.append(int(np.asarray(state.step)))
             leaves, treedef = jax.tree.flatten(state.params)
-            leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(jnp.nan)
+            leaves[0] = jnp.asarray(leaves[0]).at[(0,) * np.ndim(leaves[0])].set(jnp.nan)
             state = state._replace(params=jax.tree.unflatten(treedef, leaves))
         return real(k, state)
     vmc.step = step

@@ -7,7 +7,8 @@ interaction energy per electron between the Fermi liquid and the generalized Wig
 MoireSystem (ε explicit, default 5; meV and nm), N = 6 spin-polarized electrons at ν = 2/3.
 Writes ``history.csv``, ``burn_in.csv``, checkpoints, ``training.png`` and, under ``sweep/``,
 ``energies.csv``, ``density.csv``, ``pair_correlation.csv``, ``wavefunction_slice.csv``,
-``traces.nc``, ``transition.csv`` and PNGs. Re-running with the same directory resumes.
+``traces.nc``, ``transition.csv`` and PNGs. Re-running with the same directory resumes; SIGTERM or
+Ctrl-C stops training after a checkpoint with exit status 75.
 """
 
 import argparse
@@ -28,7 +29,7 @@ from qvmc import VMC, VMCConfig, plotting
 from qvmc.analysis import transition_from_sweep
 from qvmc.schedule import BlockwiseSchedule
 from qvmc.sweep import Sweep
-from qvmc.train import CHECKPOINT_NAME, load_history, train
+from qvmc.train import CHECKPOINT_NAME, TrainingInterrupted, load_history, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
 from cli import (check, finite_float, int_at_least, nonnegative_int, parse_burn_in, parse_interval,  # noqa: E402
@@ -148,9 +149,13 @@ def main():
     print(f'{args.ansatz}: {sum(np.size(p) for p in jax.tree.leaves(state.params))} parameters; N = {args.electrons}, '
           f'ε = {args.epsilon}; λ ∈ {tuple(args.lam_range)}, blocks of {args.block_length} steps, '
           f'stages {schedule.stages}')
-    state = train(vmc, state, key_train, args.steps, run_dir=args.run_dir, checkpoint_every=args.checkpoint_every,
-                  log_every=max(1, args.block_length // 2), schedule=schedule, total_walkers=args.walkers,
-                  burn_in_options=burn, run_config=vars(args))
+    try:
+        state = train(vmc, state, key_train, args.steps, run_dir=args.run_dir, checkpoint_every=args.checkpoint_every,
+                      log_every=max(1, args.block_length // 2), schedule=schedule, total_walkers=args.walkers,
+                      burn_in_options=burn, run_config=vars(args))
+    except TrainingInterrupted as stop:  # SIGTERM / SIGINT: checkpoint written, exit 75 (EX_TEMPFAIL)
+        print(f'stopped at step {stop.step}; re-run the same command to resume')
+        sys.exit(stop.exit_code)
     print(f'training done in {time.time() - start:.0f} s')
     plotting.plot_training(load_history(args.run_dir), os.path.join(args.run_dir, 'training.png'))
 

@@ -4,7 +4,8 @@ predictions with error bars at held-out λ and at an unseen N, against reference
     python examples/quantum_dot_foundation.py --run-dir runs/dot
 
 Writes ``history.csv``, ``energies.csv``, ``training.png``, ``energy_vs_lambda.png`` and
-``densities.png`` into the run directory; re-running with the same directory resumes.
+``densities.png`` into the run directory; re-running with the same directory resumes (SIGTERM or
+Ctrl-C stops training after a checkpoint with exit status 75).
 
 Training and prediction sets are flags: ``--train 6:0,2,5 8:0,2,5`` trains N = 6 and 8 at
 those λ (spin sector from ``--spin``); ``--schedule blockwise`` draws λ from ``--lam-range``
@@ -30,7 +31,7 @@ from qvmc import VMC, VMCConfig, plotting
 from qvmc.inference import Predictor
 from qvmc.schedule import BlockwiseSchedule
 from qvmc.sweep import Sweep
-from qvmc.train import load_history, train
+from qvmc.train import TrainingInterrupted, load_history, train
 from qvmc.transfer import transfer_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
@@ -148,9 +149,13 @@ def main():
     print(f'Fermi Sets: {num_params} parameters; training on {len(contexts)} contexts'
           + (f' (blockwise λ ∈ {tuple(args.lam_range)}, {args.num_lam} per N every {args.block_length} steps)'
              if schedule else '') + ': ' + ', '.join(c.label() for c in contexts))
-    state = train(vmc, state, key_train, args.steps, run_dir=args.run_dir, log_every=50,
-                  checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-                  schedule=schedule, run_config=vars(args))
+    try:
+        state = train(vmc, state, key_train, args.steps, run_dir=args.run_dir, log_every=50,
+                      checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+                      schedule=schedule, run_config=vars(args))
+    except TrainingInterrupted as stop:  # SIGTERM / SIGINT: checkpoint written, exit 75 (EX_TEMPFAIL)
+        print(f'stopped at step {stop.step}; re-run the same command to resume')
+        sys.exit(stop.exit_code)
     print(f'training done in {time.time() - start:.0f} s')
 
     predictor = Predictor(wavefunction, dot, config)

@@ -130,9 +130,22 @@ class CsvAppender:
         self._writer.writerows(rows)
         self._file.flush()
 
+    def size(self) -> int:
+        """Bytes written so far (0 without a file): a point ``truncate`` can return to."""
+        if self.path is None or not os.path.exists(self.path):
+            return 0
+        return os.path.getsize(self.path)
+
+    def truncate(self, size: int) -> None:
+        """Drops everything written after ``size`` bytes (a rollback of the training loop)."""
+        self.close()
+        if self.path is not None and os.path.exists(self.path) and os.path.getsize(self.path) > size:
+            os.truncate(self.path, size)
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+        self._file = self._writer = None
 
 
 

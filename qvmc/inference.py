@@ -122,6 +122,8 @@ class Predictor:
     """
 
     def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), density_bins: int = 64):
+        from qvmc.vmc import check_geometry
+        check_geometry(wavefunction, system, 'Predictor')
         self.wavefunction, self.system, self.config = wavefunction, system, config
         self.density_bins = density_bins
         self._compiled = {}

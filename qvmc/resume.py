@@ -61,14 +61,16 @@ def state_tree(state: TrainState, rng_key) -> Dict[str, Any]:
             'values': [dict(v) for v in host.values], 'rng_key': rng_key}
 
 
-def state_metadata(state: TrainState, base: Dict[str, Any], schedule=None) -> Dict[str, Any]:
-    """``base`` (``model_metadata``) plus the step, block layout and schedule position."""
+def state_metadata(state: TrainState, base: Dict[str, Any], schedule=None, retry=None) -> Dict[str, Any]:
+    """``base`` (``model_metadata``) plus the step, block layout, schedule position and the
+    retry position of ``qvmc.guard.Guard`` (``retry``: None outside a retried failure)."""
     step = int(np.asarray(state.step))
     meta = dict(base)
     meta.update(step=step, spins=[list(s) for s in state.spins],
                 block_contexts=[c.label() for c in state.contexts],
                 total_walkers=sum(int(np.shape(c.walkers)[0]) for c in state.chains),
-                schedule_position=None if schedule is None else list(schedule.block_index(step)))
+                schedule_position=None if schedule is None else list(schedule.block_index(step)),
+                retry=retry)
     return meta
 
 
@@ -116,10 +118,11 @@ def _legacy_state(stored, template: TrainState, path: str) -> Tuple[TrainState, 
 
 
 def resume(vmc, state: TrainState, rng_key, run_dir: str, metadata: Dict[str, Any], say,
-           allow_pickle: bool = False) -> Tuple[TrainState, Any, Optional[str]]:
+           allow_pickle: bool = False) -> Tuple[TrainState, Any, Optional[str], Dict[str, Any]]:
     """The newest readable checkpoint's state and key, or the given ones; refuses bad files.
 
-    Returns ``(state, rng_key, path)`` with ``path`` None when nothing was resumed.
+    Returns ``(state, rng_key, path, stored_metadata)`` with ``path`` None (and the metadata
+    empty) when nothing was resumed.
     """
     removed = checkpoint.remove_temporaries(run_dir)
     if removed:
@@ -131,7 +134,7 @@ def resume(vmc, state: TrainState, rng_key, run_dir: str, metadata: Dict[str, An
         if failures:
             raise ValueError(f'No readable checkpoint in {run_dir!r}; nothing was changed. '
                              + ' '.join(reason for _, reason in failures))
-        return state, rng_key, None
+        return state, rng_key, None, {}
     checkpoint.check_metadata(path, payload['metadata'], {k: metadata[k] for k in CHECKED_KEYS})
     loaded, stored_key = state_from_payload(payload, state, path)
     loaded = parallel.place_state(loaded, vmc.mesh, vmc.config.network_dtype)
@@ -143,7 +146,7 @@ def resume(vmc, state: TrainState, rng_key, run_dir: str, metadata: Dict[str, An
             say('the given rng_key differs from the run\'s; resuming with the run\'s stored key')
         rng_key = stored_key
     say(f'Resuming from {path} at step {int(np.asarray(loaded.step))}.')
-    return loaded, rng_key, path
+    return loaded, rng_key, path, dict(payload['metadata'])
 
 
 def _key_data(key) -> np.ndarray:

@@ -132,6 +132,8 @@ class Sweep:
 
     def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), *, density_bins: int = 48,
                  pair_bins: int = 40, slice_bins: int = 40, slice_electron: int = 0):
+        from qvmc.vmc import check_geometry
+        check_geometry(wavefunction, system, 'Sweep')
         for name, v in (('density_bins', density_bins), ('pair_bins', pair_bins), ('slice_bins', slice_bins)):
             if v <= 0:
                 raise ValueError(f'{name} must be > 0, got {v}.')

@@ -1,6 +1,7 @@
 """The training loop: context schedules with burn-in after every switch, statistics fetched at the
-logging interval, rotating pickle-free checkpoints, and exact resume. Its services live in
-``qvmc.history`` (CSV logs, progress line) and ``qvmc.resume`` (checkpoint trees, resuming)."""
+logging interval, rotating pickle-free checkpoints, exact resume, rollback of failed steps and a
+graceful stop. Its services live in ``qvmc.history`` (CSV logs, progress line), ``qvmc.resume``
+(checkpoint trees, resuming) and ``qvmc.guard`` (parameter health, retries, stop signals)."""
 
 import os
 import time
@@ -13,6 +14,7 @@ import samplers
 
 from qvmc import checkpoint
 from qvmc.config import check_int
+from qvmc.guard import Failure, Guard, StopSignals, TrainingInterrupted, health, nonfinite_leaves  # noqa: F401
 from qvmc.history import (BURN_IN_NAME, HISTORY_NAME, CsvAppender, Progress, burn_in_rows, format_seconds,  # noqa: F401
                           history_rows, load_burn_in, load_history, truncate_csv)
 from qvmc.resume import CHECKPOINT_NAME, model_metadata, resume, state_metadata, state_tree, vmc_params_template  # noqa: F401
@@ -28,7 +30,8 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
           print_fn: Optional[Callable[[str], None]] = print, *, schedule=None,
           total_walkers: Optional[int] = None, keep_checkpoints: int = 3,
           burn_in_options: Optional[Dict[str, int]] = None,
-          run_config: Optional[Dict[str, Any]] = None, allow_pickle: bool = False) -> TrainState:
+          run_config: Optional[Dict[str, Any]] = None, allow_pickle: bool = False,
+          max_rejections: int = 5, max_retries: int = 2, allow_missing_history: bool = False) -> TrainState:
     """Runs ``vmc.step`` until ``state.step == num_steps``, following a context schedule.
 
     With a ``schedule`` (``qvmc.schedule.DiscreteSchedule`` or ``BlockwiseSchedule``),
@@ -57,11 +60,36 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
     and the printed lines differ). A checkpoint from an incompatible model or schedule, or
     a directory whose checkpoints are all corrupted, raises ``ValueError`` before anything
     is written; a corrupted newer checkpoint is renamed ``*.corrupt`` and an older one used.
+    A checkpoint at step > 0 without ``history.csv`` next to it raises ``ValueError``
+    (restore the file, or pass ``allow_missing_history=True`` to start a new one there).
 
     A walker count different from the state's (``total_walkers``, or a changed
     ``VMCConfig.num_walkers``) is honoured on resume: blocks are cut to a prefix, or grown
     by duplicating walkers and then burned in (event ``'resize'`` in ``burn_in.csv``).
     From then on the run differs from one with the old count, as it must.
+
+    Parameter health (``qvmc.guard``): the step already rejects a non-finite update. When
+    the statistics are fetched, a run of at least ``max_rejections`` rejected updates up to
+    that point, or parameters / optimizer state holding NaN or inf, count as a failure, and so does a
+    checkpoint refused for a non-finite value (nothing is written). The loop then rolls the
+    whole state (parameters, optimizer state, walkers) and the CSV logs back to the last
+    good fetch (last update accepted, whole state finite) and runs the steps up to the
+    failing one again with a fresh random stream, ``fold_in(fold_in(rng_key, salt), retry)``
+    (new walker moves, same learning rate), at most ``max_retries`` times per failure; the
+    retry position is stored in checkpoints, so resuming stays exact. If that fails too, it
+    raises ``FloatingPointError`` naming the step and the contexts whose energies were
+    non-finite.
+
+    Graceful stop: SIGTERM or SIGINT (handled while ``train`` runs in the main thread; the
+    previous handlers are restored on return) lets the current step finish, flushes the
+    history, writes a checkpoint (with ``run_dir``) and raises
+    ``TrainingInterrupted(step)`` (``exit_code`` 75); re-running the same call resumes
+    exactly. A second signal is handled by the previous handler. In a multi-process run
+    every process must receive the signal.
+
+    A failed checkpoint write (``OSError``: disk full, read-only file system) stops training
+    with an ``OSError`` naming the run directory, after the history is flushed; the previous
+    checkpoint stays current.
 
     Args:
       vmc: the ``VMC`` trainer.
@@ -77,13 +105,26 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
       keep_checkpoints: numbered checkpoints kept.
       burn_in_options: ``chunk``, ``min_steps``, ``max_steps`` of ``vmc.equilibrate``.
       run_config: the driver's configuration (e.g. ``vars(args)``), stored in checkpoints.
+      allow_pickle: resume a legacy pickle checkpoint (see above).
+      max_rejections: consecutive rejected updates that count as a failure (>= 1).
+      max_retries: retries of one failure from the last good state (>= 0).
+      allow_missing_history: resume a checkpoint whose ``history.csv`` is gone, starting a
+        new history file at its step.
 
     Returns:
       The final ``TrainState``.
+
+    Raises:
+      ValueError: invalid arguments, incompatible or unreadable checkpoints, a missing
+        history, or initial parameters that are not finite.
+      FloatingPointError: a failure persisted through ``max_retries`` retries.
+      TrainingInterrupted: SIGTERM or SIGINT (after a checkpoint).
+      OSError: a checkpoint could not be written.
     """
     for name, value in (('checkpoint_every', checkpoint_every), ('log_every', log_every),
-                        ('keep_checkpoints', keep_checkpoints), ('num_steps', num_steps)):
-        check_int(name, value, minimum=0 if name == 'num_steps' else 1)
+                        ('keep_checkpoints', keep_checkpoints), ('num_steps', num_steps),
+                        ('max_rejections', max_rejections), ('max_retries', max_retries)):
+        check_int(name, value, minimum=0 if name in ('num_steps', 'max_retries') else 1)
     burn_opts = dict(burn_in_options or {})
     unknown = set(burn_opts) - {'chunk', 'min_steps', 'max_steps'}
     if unknown:
@@ -95,15 +136,20 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
     say = print_fn or (lambda _: None)
 
     metadata = model_metadata(vmc, schedule, run_config)
-    history_path = burn_path = None
+    history_path = burn_path = resumed = None
+    stored = {}
     if run_dir is not None and os.path.isdir(run_dir):
-        state, rng_key, _ = resume(vmc, state, rng_key, run_dir, metadata, say, allow_pickle)
+        state, rng_key, resumed, stored = resume(vmc, state, rng_key, run_dir, metadata, say, allow_pickle)
     t = int(np.asarray(state.step))
     wanted = _walker_target(vmc, state, schedule, total_walkers)  # validated before anything is written
+    if not bool(np.asarray(health(state))[0]):
+        raise ValueError('The initial state\'s parameters or optimizer state hold non-finite values (NaN or inf); '
+                         'start from finite parameters (e.g. vmc.init(key)) or a checkpoint.')
     if run_dir is not None:
-        os.makedirs(run_dir, exist_ok=True)
         history_path = os.path.join(run_dir, HISTORY_NAME)
         burn_path = os.path.join(run_dir, BURN_IN_NAME)
+        _check_history(history_path, resumed, t, allow_missing_history, say)
+        os.makedirs(run_dir, exist_ok=True)
         truncate_csv(history_path, lambda step: step <= t)
         truncate_csv(burn_path, lambda step: step < t)
 
@@ -111,50 +157,109 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
         history_path = burn_path = None
     history, burn_log = CsvAppender(history_path), CsvAppender(burn_path)
     progress = Progress(num_steps, log_every, print_fn)
+    guard = Guard(rng_key, max_rejections, max_retries, stored.get('retry'))
     pending = []  # (step, info on device, contexts) not yet written
     flushed_at = time.time()
+    saved_at = t if resumed else None
+    contexts = ()
+
+    def rollback(failure, at):
+        nonlocal state, t, contexts
+        (t, state, contexts, sizes), energies = guard.fail(failure, at)
+        history.truncate(sizes[0])
+        burn_log.truncate(sizes[1])
+        pending.clear()
+        say(f'step {failure.step}: {failure.reason} ({energies}); rolled back to step {t}, retrying with a new '
+            f'random stream (retry {guard.retry} of {guard.max_retries})')
 
     def flush():
+        """Writes the pending rows and checks parameter health; False if it rolled back."""
         nonlocal flushed_at
         if not pending:
-            return
+            return True
         now = time.time()
         seconds = (now - flushed_at) / len(pending)
-        infos = jax.device_get([p[1] for p in pending])  # one transfer for all pending steps
-        for (step, _, contexts), info in zip(pending, infos):
-            history.write(history_rows(step, info, seconds, contexts))
-        step, _, contexts = pending[-1]
-        progress.update(step, infos[-1], contexts, now=now)
+        *infos, (params_ok, state_ok) = jax.device_get([p[1] for p in pending] + [health(state)])  # one transfer
+        for (step, _, ctxs), info in zip(pending, infos):
+            history.write(history_rows(step, info, seconds, ctxs))
+        progress.update(pending[-1][0], infos[-1], pending[-1][2], now=now)
+        failure = guard.observe([p[0] for p in pending], infos, [p[2] for p in pending], bool(params_ok))
         pending.clear()
         flushed_at = now
+        if failure is not None:
+            rollback(failure, t)
+            return False
+        if guard.consecutive == 0 and state_ok:
+            guard.snapshot(t, state, contexts, (history.size(), burn_log.size()))
+        return True
+
+    def save():
+        """Writes the checkpoint of step ``t``; False if refused (non-finite) and rolled back."""
+        nonlocal saved_at
+        tree = state_tree(state, rng_key)  # a collective: every process takes part
+        bad = nonfinite_leaves(tree)
+        if bad:
+            say(f'step {t}: checkpoint not written: {", ".join(bad[:4])} hold non-finite values')
+            rollback(Failure(t, 'the checkpoint was refused (non-finite values)', guard.bad_contexts), t)
+            return False
+        if jax.process_index() == 0:
+            try:
+                checkpoint.save_rotating(run_dir, t, tree, state_metadata(state, metadata, schedule, guard.describe()),
+                                         keep_checkpoints, CHECKPOINT_NAME)
+            except OSError as err:
+                say(f'step {t}: could not write a checkpoint in run directory {run_dir!r} ({err}). The previous '
+                    'checkpoint is still current; stopping. Free space or fix permissions, then re-run to resume.')
+                raise OSError(err.errno, f'Training stopped at step {t}: could not write a checkpoint in run '
+                              f'directory {run_dir!r} ({err.strerror or err}); the previous checkpoint is still '
+                              'current, re-run to resume') from err
+        saved_at = t
+        return True
 
     try:
-        if wanted is not None:
-            state = _resize(vmc, state, rng_key, wanted, burn_opts, burn_log, say)
-        contexts = state.contexts
-        while t < num_steps:
-            if schedule is not None and tuple(schedule.contexts_at(t)) != contexts:
-                flush()
-                key = jax.random.fold_in(jax.random.fold_in(rng_key, _SWITCH_SALT), t)
-                state = _switch(vmc, state, key, schedule.contexts_at(t), total_walkers, burn_opts, burn_log, say)
-                contexts = state.contexts
-            state, info = vmc.step(jax.random.fold_in(rng_key, t), state)
-            t += 1
-            pending.append((t, info, contexts))
-            progress.tick(t)
-            if t % log_every == 0 or t == num_steps:
-                flush()
-            if run_dir is not None and (t % checkpoint_every == 0 or t == num_steps):
-                flush()
-                tree = state_tree(state, rng_key)  # a collective: every process takes part
-                if jax.process_index() == 0:
-                    checkpoint.save_rotating(run_dir, t, tree, state_metadata(state, metadata, schedule),
-                                             keep_checkpoints, CHECKPOINT_NAME)
-        flush()
+        with StopSignals() as stop:
+            if wanted is not None:
+                state = _resize(vmc, state, rng_key, wanted, burn_opts, burn_log, say)
+            contexts = state.contexts
+            guard.snapshot(t, state, contexts, (history.size(), burn_log.size()))
+            while True:
+                if stop.requested:
+                    if not flush() or (run_dir is not None and saved_at != t and not save()):
+                        continue  # rolled back: checkpoint the restored state instead
+                    say(f'{stop.requested}: stopped at step {t}' +
+                        (f'; checkpoint written to {run_dir}' if run_dir is not None else ''))
+                    raise TrainingInterrupted(t, stop.requested, state)
+                if t >= num_steps:
+                    break
+                if schedule is not None and tuple(schedule.contexts_at(t)) != contexts:
+                    if not flush():
+                        continue
+                    key = jax.random.fold_in(jax.random.fold_in(guard.base_key(t), _SWITCH_SALT), t)
+                    state = _switch(vmc, state, key, schedule.contexts_at(t), total_walkers, burn_opts, burn_log, say)
+                    contexts = state.contexts
+                state, info = vmc.step(jax.random.fold_in(guard.base_key(t), t), state)
+                t += 1
+                pending.append((t, info, contexts))
+                progress.tick(t)
+                due = run_dir is not None and (t % checkpoint_every == 0 or t == num_steps)
+                if (due or t % log_every == 0 or t == num_steps) and not flush():
+                    continue
+                if due:
+                    save()
     finally:
         history.close()
         burn_log.close()
     return state
+
+
+def _check_history(history_path, resumed, step, allow_missing, say):
+    """Refuses to resume a checkpoint at ``step`` > 0 whose history file is gone (unless allowed)."""
+    if resumed is None or step == 0 or jax.process_index() != 0 or os.path.exists(history_path):
+        return
+    if not allow_missing:
+        raise ValueError(f'{history_path!r} is missing, but {resumed!r} resumes at step {step}: the history of '
+                         f'steps 1..{step} would be lost. Restore the file (e.g. from a backup), or pass '
+                         f'allow_missing_history=True to train to start a new history file at step {step}.')
+    say(f'{history_path} is missing; starting a new history file at step {step} (allow_missing_history=True)')
 
 
 def _switch(vmc, state, key, contexts, total_walkers, burn_opts, burn_log, say):
