@@ -27,7 +27,7 @@ import pandas as pd
 from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
 from hamiltonians.references import reference
-from qvmc import VMC, VMCConfig, plotting
+from qvmc import VMC, VMCConfig, natgrad, plotting
 from qvmc.inference import Predictor
 from qvmc.schedule import BlockwiseSchedule
 from qvmc.sweep import Sweep
@@ -55,6 +55,10 @@ def validate_args(args, parser):
     if args.width % heads:
         parser.error(f"--width: bad value '{args.width}' (Fermi Sets needs a width divisible by num_heads = {heads})")
     check(parser, FermiSetsConfig, width=args.width, num_layers=args.layers, num_determinants=args.determinants)
+    if not 0.0 <= args.momentum < 1.0:
+        parser.error(f"--momentum: bad value '{args.momentum}' (expected 0 ≤ μ < 1)")
+    if args.lr is None:
+        args.lr = 3e-3 if args.optimizer == 'adam' else 0.05
     lam_range = check(parser, parse_interval, args.lam_range, '--lam-range', minimum=0.0, name='λ')
 
     def checked_contexts(flag, spins_and_lams, token):
@@ -91,7 +95,17 @@ def parse_args(argv=None):
     p.add_argument('--run-dir', default='runs/quantum_dot_foundation')
     p.add_argument('--steps', type=int_at_least(2, STEPS_WHY), default=600, help='training steps (≥ 2)')
     p.add_argument('--walkers', type=positive_int, default=256, help='walkers per training context')
-    p.add_argument('--lr', type=positive_float, default=3e-3, help='peak Adam learning rate')
+    p.add_argument('--optimizer', choices=('adam', 'sr', 'minsr', 'spring'), default='adam',
+                   help='adam, or a natural gradient (sr: parameter space, CG; minsr/spring: sample space); '
+                        'natural gradients switch on float64 reductions and solves (network stays float32 '
+                        'unless --x64)')
+    p.add_argument('--lr', type=positive_float, default=None,
+                   help='peak learning rate (default: 3e-3 for adam, 0.05 for sr/minsr/spring)')
+    p.add_argument('--diag-shift', type=positive_float, default=1e-3, help='natural gradients: diagonal shift ε')
+    p.add_argument('--max-norm', type=positive_float, default=1e-2,
+                   help='natural gradients: bound on the update norm (the metric-weighted step)')
+    p.add_argument('--momentum', type=finite_float, default=0.9, help='spring: momentum μ in [0, 1)')
+    p.add_argument('--substeps', type=positive_int, default=10, help='MCMC sub-steps per training step')
     p.add_argument('--width', type=positive_int, default=32,
                    help=f'stream width (a multiple of num_heads = {FermiSetsConfig().num_heads})')
     p.add_argument('--layers', type=positive_int, default=2)
@@ -119,9 +133,24 @@ def parse_args(argv=None):
     return validate_args(p.parse_args(argv), p)
 
 
+def make_optimizer(args):
+    """Adam (global-norm clipping, warm-up + cosine decay) or a natural gradient with the same lr schedule."""
+    warmup = min(50, args.steps // 5 + 1)
+    if args.optimizer == 'adam':
+        lr = optax.warmup_cosine_decay_schedule(0.0, args.lr, warmup, args.steps, end_value=args.lr * 0.05)
+        return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
+    # natural gradients: lr schedule in float64 (the optimizer's precision), decayed to 10 % of the peak
+    lr = optax.warmup_cosine_decay_schedule(args.lr * 0.1, args.lr, warmup, args.steps, end_value=args.lr * 0.1)
+    if args.optimizer == 'sr':
+        return natgrad.sr(lr, args.diag_shift, max_norm=args.max_norm, solver='cg', cg_maxiter=100)
+    if args.optimizer == 'minsr':
+        return natgrad.minsr(lr, args.diag_shift, max_norm=args.max_norm)
+    return natgrad.spring(lr, args.diag_shift, args.momentum, max_norm=args.max_norm)
+
+
 def main():
     args = parse_args()
-    if args.x64:
+    if args.x64 or args.optimizer != 'adam':  # natural gradients reduce and solve in float64
         jax.config.update('jax_enable_x64', True)
     start = time.time()
     dot = QuantumDot()
@@ -136,10 +165,10 @@ def main():
         contexts = [dot.context(u, d, lam=lam) for u, d, lam in train_points]
     wavefunction = make_fermi_sets(FermiSetsConfig(width=args.width, num_layers=args.layers,
                                                    num_determinants=args.determinants))
-    lr = optax.warmup_cosine_decay_schedule(0.0, args.lr, min(50, args.steps // 5 + 1), args.steps,
-                                            end_value=args.lr * 0.05)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
-    config = VMCConfig(num_walkers=args.walkers, mcmc_substeps=10, normalize_energy_scale=args.normalize_energy_scale)
+    optimizer = make_optimizer(args)
+    config = VMCConfig(num_walkers=args.walkers, mcmc_substeps=args.substeps,
+                       normalize_energy_scale=args.normalize_energy_scale,
+                       network_dtype='float64' if args.x64 else ('float32' if args.optimizer != 'adam' else None))
     vmc = VMC(wavefunction, dot, contexts, optimizer, config)
 
     key_init, key_train, key_predict = jax.random.split(jax.random.PRNGKey(args.seed), 3)

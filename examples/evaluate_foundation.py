@@ -1,0 +1,163 @@
+"""The model card's energy table of a shipped foundation model, against reference energies.
+
+    python examples/evaluate_foundation.py --model foundation_polarized --out runs/card
+    python examples/evaluate_foundation.py --model models/x.qvmc --out /tmp/card --n 5 --walkers 64 --steps 40
+
+Points (in the model's spin sector): the published DMC points N = 6 at λ = 8, 10, N = 7 and 8 at
+λ = 8; λ = 0 for N = 5…11 (exact: filled oscillator shells); N = 10 at λ = 1, 3, 5, 7; unseen
+N = 5, 7, 9, 11 at λ ∈ {0, 1, 2, 3, 5, 7, 8, 10}. Writes ``energies.csv``, ``energies.md`` and
+``card_energy_table.json`` (rows for ``qvmc.pretrained.export_model``'s card) into ``--out``, and
+flags every energy below an exact reference by more than 4σ (impossible for a variational energy:
+a sampling or estimator bug). ``--n`` and ``--lam`` restrict the table for small runs.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import pandas as pd
+
+from hamiltonians.references import reference
+from qvmc import pretrained
+from samplers.stats import format_value_error
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
+from cli import check, nonnegative_int, parse_burn_in, parse_range, positive_int  # noqa: E402
+
+FLAG_SIGMA = 4.0
+UNSEEN_LAMS = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 8.0, 10.0)
+GROUPS = (
+    ('published DMC', [(6, 8.0), (6, 10.0), (7, 8.0), (8, 8.0)]),
+    ('λ = 0 exact', [(n, 0.0) for n in range(5, 12)]),
+    ('N = 10 held-out λ', [(10, lam) for lam in (1.0, 3.0, 5.0, 7.0)]),
+    ('unseen N', [(n, lam) for n in (5, 7, 9, 11) for lam in UNSEEN_LAMS]),
+)
+
+
+def card_points():
+    """``[(N, λ, group)]`` of the card table, each point once (in its first group), grouped by N."""
+    seen, points = set(), []
+    for group, items in GROUPS:
+        for n, lam in items:
+            if (n, lam) not in seen:
+                seen.add((n, lam))
+                points.append((n, lam, group))
+    return sorted(points, key=lambda p: (p[0], p[1]))  # one compile per N, λ in order
+
+
+def parse_args(argv=None):
+    """Parses and validates the flags; exits with status 2 on a bad one (before anything compiles)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', default=pretrained.DEFAULT_MODEL, help='shipped model name or model file')
+    p.add_argument('--out', required=True, help='output directory')
+    p.add_argument('--walkers', type=positive_int, default=512)
+    p.add_argument('--steps', type=positive_int, default=400, help='measurement MCMC calls per point')
+    p.add_argument('--burn-in', type=nonnegative_int, nargs=3, default=(25, 50, 500), metavar=('CHUNK', 'MIN', 'MAX'),
+                   help='burn-in in chunks of CHUNK MCMC calls until the drift check passes, at least MIN, '
+                        'at most MAX calls')
+    p.add_argument('--n', default=None, help='only these N, e.g. 5-7 or 6,10')
+    p.add_argument('--lam', default=None, help='only these λ, e.g. 0,8')
+    p.add_argument('--seed', type=int, default=0)
+    args = p.parse_args(argv)
+    check(p, parse_burn_in, args.burn_in, '--burn-in')
+    if not -2**63 <= args.seed < 2**63:
+        p.error(f"--seed: bad value '{args.seed}' (expected an integer in [-2^63, 2^63))")
+    sizes = check(p, parse_range, args.n, int, '--n', minimum=1, name='N') if args.n else None
+    lams = check(p, parse_range, args.lam, float, '--lam', minimum=0.0, name='λ') if args.lam else None
+    args.points = [pt for pt in card_points() if (sizes is None or pt[0] in sizes) and (lams is None or pt[1] in lams)]
+    if not args.points:
+        p.error(f'--n/--lam: no card point has N in {args.n!r} and λ in {args.lam!r}')
+    try:
+        args.model_path = pretrained.resolve(args.model)
+        pretrained.read(args.model_path)
+    except ValueError as err:
+        p.error(f'--model: {err}')
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f'--out: bad path {args.out!r} (exists and is not a directory)')
+    return args
+
+
+def split_of(model, ctx) -> str:
+    """``train``, ``held-out λ`` (N trained, λ not) or ``unseen N``."""
+    trained = {(c.spins, c['lam'], c['omega']) for c in model.training_contexts}
+    if (ctx.spins, ctx['lam'], ctx['omega']) in trained:
+        return 'train'
+    return 'held-out λ' if any(s == ctx.spins for s, _, _ in trained) else 'unseen N'
+
+
+def compare(row, ctx):
+    """Adds the reference, deviation, z and the below-exact flag to an estimate's row."""
+    ref = reference(ctx.n_up, ctx.n_down, ctx['lam'], ctx['omega'])
+    value, err, source = ref if ref else (math.nan, None, '')
+    exact = bool(ref) and err == 0.0
+    sigma = math.hypot(row['energy_err'], err or 0.0)
+    dev = row['energy'] - value
+    z = dev / sigma if sigma > 0 else math.nan
+    row.update(reference=value, reference_err=math.nan if err is None else err, reference_source=source,
+               reference_exact=exact, deviation=dev, z=z, below_exact=exact and z < -FLAG_SIGMA)
+    return row
+
+
+def markdown(table: pd.DataFrame, title: str) -> str:
+    """The card table in Markdown: E ± err, reference, deviation, z, flags."""
+    lines = [f'# {title}', '', '| N | λ | split | E (Ha) | reference (Ha) | deviation (Ha) | z | note |',
+             '|---:|---:|:---|---:|---:|---:|---:|:---|']
+    for _, r in table.iterrows():
+        ref = '' if math.isnan(r['reference']) else f'{r["reference"]:.6g}' + ('' if r['reference_exact'] else ' (DMC)')
+        dev = '' if math.isnan(r['deviation']) else f'{r["deviation"]:+.4f}'
+        z = '' if math.isnan(r['z']) else f'{r["z"]:+.1f}'
+        note = '**BELOW EXACT by > 4σ**' if r['below_exact'] else ('' if r['equilibrated'] else 'not equilibrated')
+        lines.append(f'| {r["N"]} | {r["lam"]:g} | {r["split"]} | {format_value_error(r["energy"], r["energy_err"])} '
+                     f'| {ref} | {dev} | {z} | {note} |')
+    return '\n'.join(lines) + '\n'
+
+
+def card_rows(table: pd.DataFrame):
+    """JSON rows for a model card's ``energy_table`` (NaN -> None)."""
+    keep = ['N', 'n_up', 'n_down', 'lam', 'omega', 'split', 'group', 'energy', 'energy_err', 'energy_tau',
+            'reference', 'reference_err', 'deviation', 'z', 'below_exact', 'num_walkers', 'num_steps']
+    rows = table[keep].to_dict(orient='records')
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    model = pretrained.load(args.model_path)
+    print(f'{model}: {len(args.points)} points')
+    predictor = model.predictor()
+    key = jax.random.PRNGKey(args.seed)
+    rows = []
+    for i, (n, lam, group) in enumerate(args.points):
+        ctx = model.context(n, lam)
+        est = predictor.estimate(model.params, ctx, jax.random.fold_in(key, i), num_walkers=args.walkers,
+                                 num_steps=args.steps, burn_in_chunk=args.burn_in[0],
+                                 min_burn_in=args.burn_in[1], max_burn_in=args.burn_in[2])
+        row = compare(est.to_row(), ctx)
+        row.update(group=group, split=split_of(model, ctx), num_walkers=args.walkers, num_steps=args.steps)
+        rows.append(row)
+        ref = '' if math.isnan(row['reference']) else f'  ref {row["reference"]:.6g}  z {row["z"]:+.1f}'
+        print(f'{ctx.label():<24} {row["split"]:<11} E = {format_value_error(row["energy"], row["energy_err"])}'
+              f'{ref}{"  BELOW EXACT" if row["below_exact"] else ""}  ({est.seconds:.0f} s)', flush=True)
+    table = pd.DataFrame(rows)
+    os.makedirs(args.out, exist_ok=True)
+    table.to_csv(os.path.join(args.out, 'energies.csv'), index=False)
+    with open(os.path.join(args.out, 'energies.md'), 'w', encoding='utf-8') as f:
+        f.write(markdown(table, f'{model.name}: energies ({args.walkers} walkers × {args.steps} steps)'))
+    with open(os.path.join(args.out, 'card_energy_table.json'), 'w', encoding='utf-8') as f:
+        json.dump(card_rows(table), f, indent=1)
+    flagged = table[table['below_exact']]
+    for _, r in flagged.iterrows():
+        print(f'FLAG: N = {r["N"]}, λ = {r["lam"]:g}: E = {r["energy"]:.5f} ± {r["energy_err"]:.5f} is '
+              f'{-r["z"]:.1f}σ below the exact {r["reference"]:.6g} (a variational energy cannot be)')
+    print(f'wrote {args.out}/{{energies.csv, energies.md, card_energy_table.json}} in {time.time() - start:.0f} s; '
+          f'{len(flagged)} flagged')
+    return table
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,214 @@
+"""Shipped models: export/load round trip, refused files (checksum, shapes, version, name), the
+prediction driver's flags, and (slow) the shipped model against its own card."""
+
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pandas as pd
+import pytest
+
+from ansatz import FermiSetsConfig, make_fermi_sets
+from hamiltonians import QuantumDot
+from hamiltonians.system import make_psi
+from qvmc import VMC, VMCConfig, checkpoint, pretrained, resume
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'examples'))
+
+import predict  # noqa: E402
+
+COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, *args, **kwargs: COMPILES.append(event) if 'backend_compile' in event else None)
+RUN_CONFIG = {'width': 8, 'layers': 1, 'determinants': 2, 'spin': 'polarized', 'train': ['3:1,4'],
+              'steps': 10, 'optimizer': 'adam', 'walkers': 8, 'seed': 0}
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """A freshly initialised tiny Fermi Sets training checkpoint and its exported model in ``models/``."""
+    tmp = tmp_path_factory.mktemp('pretrained')
+    dot = QuantumDot()
+    wavefunction = make_fermi_sets(FermiSetsConfig(width=8, num_layers=1, num_determinants=2))
+    contexts = [dot.context(3, 0, lam=1.0), dot.context(3, 0, lam=4.0)]
+    vmc = VMC(wavefunction, dot, contexts, optax.adam(1e-3), VMCConfig(num_walkers=8))
+    key = jax.random.PRNGKey(0)
+    state = vmc.init(key)
+    ckpt = str(tmp / 'run' / resume.CHECKPOINT_NAME)
+    os.makedirs(os.path.dirname(ckpt))
+    resume.save_state(ckpt, state, key, resume.model_metadata(vmc, run_config=RUN_CONFIG))
+    models = tmp / 'models'
+    card = {'description': 'tiny test model', 'energy_table': [{'N': 3, 'lam': 1.0, 'reference': math.nan}]}
+    meta = pretrained.export_model(str(tmp / 'run'), str(models / 'tiny.qvmc'), card)
+    return {'dir': str(models), 'path': str(models / 'tiny.qvmc'), 'ckpt': ckpt, 'state': state,
+            'wavefunction': wavefunction, 'dot': dot, 'meta': meta, 'tmp': tmp}
+
+
+def _resave(source, out, **changes):
+    """A copy of a model file with metadata entries changed (a valid checksum: as written by someone else)."""
+    model = pretrained.load(source)
+    checkpoint.save(out, {'params': model.params}, dict(model.metadata, **changes))
+    return out
+
+
+def test_round_trip_identical_params_and_wavefunction(exported):
+    model = pretrained.load('tiny', exported['dir'])
+    original = exported['state'].params
+    assert jax.tree.structure(model.params) == jax.tree.structure(original)
+    for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(original)):
+        assert a.dtype == b.dtype and np.array_equal(a, np.asarray(b))
+    ctx = model.context(3, 2.5)
+    assert ctx.spins == (3, 0) and model.spin_sector == 'polarized'
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 3, 2))
+    psi_loaded = jax.vmap(make_psi(model.wavefunction, model.system, ctx.spins), (None, 0, None))
+    psi_original = jax.vmap(make_psi(exported['wavefunction'], exported['dot'], ctx.spins), (None, 0, None))
+    (s1, l1), (s2, l2) = psi_loaded(model.params, x, ctx.values), psi_original(original, x, ctx.values)
+    np.testing.assert_array_equal(np.asarray(s1), np.asarray(s2))
+    np.testing.assert_array_equal(np.asarray(l1), np.asarray(l2))
+    # parameters only, and the facts needed to rebuild and describe the model
+    payload = checkpoint.load_payload(exported['path'])
+    assert all(k.startswith("['params']") for k in payload['leaves'])
+    meta = payload['metadata']
+    assert meta['ansatz'] == {'name': 'fermi_sets', 'config_class': 'FermiSetsConfig',
+                              'config': {'width': 8, 'num_layers': 1, 'num_heads': 4, 'num_determinants': 2,
+                                         'hidden': 32, 'cusp': True, 'open_shell_mixing': True}}
+    assert meta['system'] == {'name': 'QuantumDot', 'params': {'max_electrons': 30, 'default_omega': 1.0, 'ndim': 2}}
+    assert meta['training_set']['contexts'] == [{'n_up': 3, 'n_down': 0, 'lam': 1.0, 'omega': 1.0},
+                                                {'n_up': 3, 'n_down': 0, 'lam': 4.0, 'omega': 1.0}]
+    assert meta['model_format_version'] == pretrained.MODEL_FORMAT_VERSION
+    assert meta['card']['energy_table'][0]['reference'] is None  # NaN stored as null
+    assert os.path.getsize(exported['path']) < os.path.getsize(exported['ckpt'])
+    assert [c.label() for c in model.training_contexts] == ['N=3(3,0) lam=1 omega=1', 'N=3(3,0) lam=4 omega=1']
+    assert pretrained.available(exported['dir']) == ['tiny']
+    assert pretrained.load(exported['path']).name == 'tiny'  # by path too
+
+
+def test_reexport_replaces_only_the_card(exported, tmp_path):
+    out = str(tmp_path / 'tiny2.qvmc')
+    pretrained.export_model(exported['path'], out, {'description': 'new card'})
+    old, new = pretrained.load(exported['path']), pretrained.load(out)
+    assert new.card == {'description': 'new card'} and new.name == 'tiny2'
+    assert new.metadata['training'] == old.metadata['training']
+    for a, b in zip(jax.tree.leaves(old.params), jax.tree.leaves(new.params)):
+        assert np.array_equal(a, b)
+
+
+def test_corrupted_byte_is_refused(exported, tmp_path):
+    data = bytearray(open(exported['path'], 'rb').read())
+    data[len(data) // 2] ^= 0x01
+    bad = tmp_path / 'bad.qvmc'
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match='checksum'):
+        pretrained.load(str(bad))
+    bad.write_bytes(bytes(data[:100]))  # truncated
+    with pytest.raises(ValueError, match='Pretrained model'):
+        pretrained.load(str(bad))
+
+
+def test_parameter_shapes_not_matching_the_stored_config(exported, tmp_path):
+    meta = exported['meta']
+    wider = dict(meta['ansatz'], config=dict(meta['ansatz']['config'], width=16))
+    path = _resave(exported['path'], str(tmp_path / 'wide.qvmc'), ansatz=wider)
+    with pytest.raises(ValueError, match=r"parameter \['fermi_sets[^ ]*'\]\['\w+'\] has shape"):
+        pretrained.load(path)
+    with pytest.raises(ValueError, match=r"parameter \['fermi_sets"):  # exporting with a wrong config too
+        pretrained.export_model(exported['ckpt'], str(tmp_path / 'x.qvmc'),
+                                ansatz_config=FermiSetsConfig(width=16, num_layers=1, num_determinants=2))
+
+
+def test_unknown_format_version_and_training_checkpoint(exported, tmp_path):
+    path = _resave(exported['path'], str(tmp_path / 'future.qvmc'), model_format_version=99)
+    with pytest.raises(ValueError, match='model format version 99'):
+        pretrained.load(path)
+    with pytest.raises(ValueError, match='not a pretrained model file'):
+        pretrained.load(exported['ckpt'])
+
+
+def test_unknown_name_lists_available(exported):
+    with pytest.raises(ValueError, match=r"unknown model name\. Available models: tiny"):
+        pretrained.load('no_such_model', exported['dir'])
+    with pytest.raises(ValueError, match='no such file'):
+        pretrained.load(os.path.join(exported['dir'], 'missing.qvmc'))
+
+
+@pytest.mark.parametrize('argv, flag, token', [
+    (['--n', '0', '--lam', '1'], '--n', "'0'"),
+    (['--n', 'x', '--lam', '1'], '--n', "'x'"),
+    (['--n', '31', '--lam', '1'], '--n', "'31'"),  # beyond the model's max_electrons = 30
+    (['--n', '5', '--lam=-1'], '--lam', "'-1'"),
+    (['--n', '5', '--lam', 'nan'], '--lam', "'nan'"),
+    (['--n', '5', '--lam', '1', '--walkers', '0'], '--walkers', "'0'"),
+    (['--n', '5', '--lam', '1', '--steps', '-3'], '--steps', "'-3'"),
+    (['--n', '5', '--lam', '1', '--burn-in', '20', '10', '30'], '--burn-in', '20 10 30'),  # MAX < 2·CHUNK
+    (['--n', '5', '--lam', '1', '--model', 'no_such_model'], '--model', "'no_such_model'"),
+])
+def test_predict_flags_exit_2_before_compiling(exported, capsys, argv, flag, token):
+    if '--model' not in argv:
+        argv = argv + ['--model', exported['path']]
+    before = len(COMPILES)
+    with pytest.raises(SystemExit) as info:
+        predict.parse_args(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and token in err, err
+    assert len(COMPILES) == before, 'flag validation compiled JAX code'
+
+
+def test_predict_flags_accept_good_values(exported):
+    before = len(COMPILES)
+    args = predict.parse_args(['--n', '30', '--lam', '0', '--model', exported['path']])
+    assert args.model_path == exported['path'] and args.out == os.path.join('predictions', 'N30_lam0')
+    assert len(COMPILES) == before
+
+
+def _env():
+    return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
+                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+
+
+def test_predict_and_evaluate_drivers_smoke(exported, tmp_path):
+    out = tmp_path / 'pred'
+    cmd = [sys.executable, os.path.join(ROOT, 'examples', 'predict.py'), '--n', '2', '--lam', '1',
+           '--model', exported['path'], '--walkers', '8', '--steps', '20', '--burn-in', '10', '20', '40',
+           '--out', str(out)]
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ('energy.csv', 'density.csv', 'density.png', 'pair_correlation.csv', 'pair_correlation.png'):
+        assert (out / name).exists(), name
+    assert 'kinetic' in result.stdout and 'interaction' in result.stdout
+    assert 'reference   = 3.5965' in result.stdout  # the lowest two-electron triplet at λ = 1
+    row = pd.read_csv(out / 'energy.csv').iloc[0]
+    assert np.isfinite(row['energy']) and row['energy_err'] > 0
+
+    card = tmp_path / 'card'
+    cmd = [sys.executable, os.path.join(ROOT, 'examples', 'evaluate_foundation.py'), '--model', exported['path'],
+           '--out', str(card), '--n', '5', '--lam', '0', '--walkers', '8', '--steps', '10',
+           '--burn-in', '5', '10', '20']
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(card / 'energies.csv')
+    assert list(table['N']) == [5] and table['reference'].iloc[0] == 11.0  # 5 polarized electrons: 1 + 2·2 + 3·2
+    assert table['split'].iloc[0] == 'unseen N' and 'below_exact' in table
+    assert '| 5 | 0 | unseen N |' in (card / 'energies.md').read_text()
+    assert (card / 'card_energy_table.json').exists()
+
+
+@pytest.mark.slow
+def test_shipped_model_reproduces_its_card():
+    """Two points of a shipped model's card energy table, re-estimated, agree within 5σ."""
+    shipped = [n for n in pretrained.available() if pretrained.read_metadata(n).get('card', {}).get('energy_table')]
+    if not shipped:
+        pytest.skip('no shipped model with a card energy table in models/')
+    model = pretrained.load(shipped[0])
+    rows = [r for r in model.card['energy_table'] if r.get('energy') is not None and (r.get('energy_err') or 0) > 0]
+    rows = sorted(rows, key=lambda r: (r['N'], r['lam']))[:2]  # the smallest N: the cheapest
+    for i, r in enumerate(rows):
+        est = model.estimate(r['N'], r['lam'], jax.random.PRNGKey(1000 + i),
+                             num_walkers=r.get('num_walkers') or 256, num_steps=r.get('num_steps') or 200)
+        sigma = math.hypot(est.energy.error, r['energy_err'])
+        assert abs(est.energy.mean - r['energy']) < 5 * sigma, (r, est.energy)
