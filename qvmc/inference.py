@@ -1,7 +1,6 @@
 """Inference without training: equilibrate fresh walkers for any context and estimate
 energies, components and the one-body density with autocorrelation-aware error bars."""
 
-import dataclasses
 import time
 from typing import Dict, NamedTuple, Optional, Sequence
 
@@ -16,9 +15,11 @@ from hamiltonians.local_energy import make_local_energy
 from hamiltonians.system import make_log_psi
 from qvmc.config import VMCConfig
 from qvmc.estimator import make_block_functions
+from qvmc.observables import density_counts, normalise_density
+from qvmc.reporting import stats_frame
 from samplers import engine
 from samplers import stats as qstats
-from samplers.types import Array, Params, PRNGKey
+from samplers.types import Params, PRNGKey
 
 
 class Density(NamedTuple):
@@ -143,11 +144,7 @@ class Predictor:
             e_loc, comps = fns.energies(params, chain.walkers, values)
             per_draw = {'acceptance': info.acceptance}
             if bins:
-                pos = chain.walkers.reshape(-1, chain.walkers.shape[-1])[:, :2]  # [W*N, 2]
-                idx = jnp.floor((pos + extent) / (2 * extent) * bins).astype(jnp.int32)
-                inside = jnp.all((idx >= 0) & (idx < bins), axis=-1)
-                flat = jnp.where(inside, idx[:, 0] * bins + idx[:, 1], bins * bins)
-                per_draw['density'] = jnp.bincount(flat, length=bins * bins + 1)
+                per_draw['density'] = density_counts(chain.walkers, bins, extent)  # [B·B + 1]
             return {'energy': e_loc, **comps}, per_draw
 
         self._compiled[spins] = jax.jit(engine.make_runner(step_fn, observe_fn), static_argnames='num_steps')
@@ -200,12 +197,11 @@ class Predictor:
         components = {k: qstats.compute_stats(np.asarray(v, np.float64)) for k, v in traces.per_walker.items()}
         density = None
         if self.density_bins:
-            counts = np.asarray(traces.per_draw['density'], np.float64).sum(axis=0)
+            counts = np.asarray(traces.per_draw['density'], np.int64).sum(axis=0)
+            values, _, outside = normalise_density(counts, num_walkers * num_steps, ctx.n_electrons,
+                                                   self.density_bins, density_extent)
             edges = np.linspace(-density_extent, density_extent, self.density_bins + 1)
-            area = (edges[1] - edges[0])**2
-            total = num_walkers * num_steps  # walker samples; each carries N electrons
-            density = Density(counts[:-1].reshape(self.density_bins, self.density_bins) / (total * area),
-                              edges, float(counts[-1] / (total * ctx.n_electrons)))
+            density = Density(values.reshape(self.density_bins, self.density_bins), edges, outside)
         return EnergyEstimate(ctx, qstats.compute_stats(trace), components, report.steps, report.equilibrated,
                               float(np.mean(traces.per_draw['acceptance'])), density, trace, time.time() - start)
 
@@ -213,4 +209,4 @@ class Predictor:
         """``estimate`` at every context; one DataFrame row each (see ``EnergyEstimate.to_row``)."""
         rows = [self.estimate(params, ctx, jax.random.fold_in(rng_key, i), **kwargs).to_row()
                 for i, ctx in enumerate(contexts)]
-        return pd.DataFrame(rows)
+        return stats_frame(rows)

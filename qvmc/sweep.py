@@ -1,10 +1,8 @@
 """Inference sweeps over contexts without optimization: energies and components with error bars,
 one-body density, pair correlation g(r) and a conditional wavefunction slice, as tidy DataFrames
-(CSV) and energy traces as ArviZ InferenceData (netCDF)."""
+(CSV) and energy traces as ArviZ InferenceData (netCDF), written by ``qvmc.reporting``."""
 
-import os
 import time
-import warnings
 from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 import jax
@@ -17,6 +15,8 @@ from hamiltonians.context import Context
 from hamiltonians.system import make_psi
 from qvmc.config import VMCConfig
 from qvmc.estimator import make_block_functions
+from qvmc.observables import density_counts, density_grid, normalise_density
+from qvmc.reporting import labelled, save_tables, stats_frame, traces_to_arviz
 from samplers import engine
 from samplers import stats as qstats
 from samplers.equilibration import BurnInReport
@@ -78,8 +78,9 @@ class SweepResult(NamedTuple):
     Attributes:
       energies: one row per context: context columns, ``energy`` with ``_err``, ``_var``,
         ``_tau``, ``_rhat``, ``_n``, ``_ess``; every component in alphabetical order
-        (``interaction``, ``kinetic``, ``trap`` or ``moire``, …) with ``_err``; ``energy_per_electron`` and ``<component>_per_electron`` with
-        ``_err``; ``burn_in_steps``, ``equilibrated``, ``carried_over``, ``acceptance``,
+        (``interaction``, ``kinetic``, ``trap`` or ``moire``, …) with ``_err``; ``energy_per_electron``
+        and ``<component>_per_electron`` with ``_err``; ``burn_in_steps``, ``equilibrated``,
+        ``carried_over``, ``acceptance``,
         ``density_outside`` (fraction of electron samples outside the density grid),
         ``num_walkers``, ``num_steps``, ``seconds``.
       density: ``x``, ``y`` (bin centre), ``density`` (electrons per unit area), ``bin_area``;
@@ -104,16 +105,10 @@ class SweepResult(NamedTuple):
     traces: object
 
     def save(self, directory: str) -> Dict[str, str]:
-        """Writes the tables as CSV and the traces as netCDF (h5netcdf); returns the paths."""
-        os.makedirs(directory, exist_ok=True)
-        paths = {}
-        for name in ('energies', 'density', 'pair_correlation', 'wavefunction_slice', 'slice_electrons'):
-            paths[name] = os.path.join(directory, f'{name}.csv')
-            getattr(self, name).to_csv(paths[name], index=False)
-        if self.traces is not None:
-            paths['traces'] = os.path.join(directory, 'traces.nc')
-            self.traces.to_netcdf(paths['traces'])
-        return paths
+        """Writes the tables as CSV and the traces as netCDF (h5netcdf); returns the paths
+        (``qvmc.reporting.save_tables``)."""
+        names = ('energies', 'density', 'pair_correlation', 'wavefunction_slice', 'slice_electrons')
+        return save_tables(directory, {name: getattr(self, name) for name in names}, self.traces)
 
 
 class Sweep:
@@ -153,15 +148,7 @@ class Sweep:
         masks = jnp.asarray(np.stack([off, off & (up[:, None] == up[None, :]), off & (up[:, None] != up[None, :])]))
 
         def histograms(x, extent, r_max):
-            if cell is None:
-                idx = jnp.floor((x + extent) / (2 * extent) * bins).astype(jnp.int32)
-                inside = jnp.all((idx >= 0) & (idx < bins), axis=-1)
-                flat = jnp.where(inside, idx[..., 0] * bins + idx[..., 1], bins * bins)
-            else:
-                frac = jnp.mod(x @ jnp.asarray(np.linalg.inv(cell), x.dtype), 1.0)
-                idx = jnp.clip(jnp.floor(frac * bins).astype(jnp.int32), 0, bins - 1)
-                flat = idx[..., 0] * bins + idx[..., 1]
-            density = jnp.bincount(flat.ravel(), length=bins * bins + 1)
+            density = density_counts(x, bins, extent, cell)
             r = _pair_distances(x, cell)
             rbin = jnp.where(r < r_max, jnp.floor(r / r_max * pbins).astype(jnp.int32), pbins)
             pair = jax.vmap(lambda m: jnp.bincount(jnp.where(m, rbin, pbins).ravel(), length=pbins + 1))(masks)
@@ -229,14 +216,15 @@ class Sweep:
         if not all(np.all(np.isfinite(t)) for t in traces.values()):
             raise FloatingPointError(f'Non-finite local energies while measuring {ctx.label()}.')
         samples = traces['energy'].size  # walker samples, each with N electrons
-        density_counts = np.asarray(measured.per_draw['density'], np.int64).sum(axis=0)
+        counts = np.asarray(measured.per_draw['density'], np.int64).sum(axis=0)
         pair_counts = np.asarray(measured.per_draw['pair'], np.int64).sum(axis=0)
         acc = measured.per_draw['acceptance']
 
         row = self._energy_row(ctx, traces, report, carried, float(np.mean(acc)), time.time() - start)
-        row['density_outside'] = float(density_counts[-1]) / (samples * ctx.n_electrons)
+        density, area, row['density_outside'] = normalise_density(counts, samples, ctx.n_electrons,
+                                                                  self.density_bins, extent, cell)
         labels = {'context': ctx.label(), **ctx.as_dict()}
-        frames = (self._density_frame(density_counts, samples, extent, cell, labels),
+        frames = (self._density_frame(density, area, extent, cell, labels),
                   self._pair_frame(pair_counts, samples, r_max, cell, ctx, labels))
         slice_frame, electrons = self._slice(params, ctx, chain.walkers, batch_psi, extent, cell, labels)
         return ContextMeasurement(ctx, row, frames[0], frames[1], slice_frame, electrons, traces, report, chain)
@@ -258,20 +246,10 @@ class Sweep:
                    acceptance=acceptance, num_walkers=w, num_steps=t, seconds=seconds)
         return row
 
-    def _grid(self, bins, extent, cell):
-        """Bin centres ``[B·B, D]`` (row-major: first index along x or a1) and the bin area."""
-        centres = (np.arange(bins) + 0.5) / bins
-        u, v = np.meshgrid(centres, centres, indexing='ij')
-        frac = np.stack([u.ravel(), v.ravel()], axis=1)
-        if cell is None:
-            return (2 * frac - 1) * extent, (2 * extent / bins)**2
-        return frac @ cell, abs(np.linalg.det(cell)) / bins**2
-
-    def _density_frame(self, counts, samples, extent, cell, labels):
-        points, area = self._grid(self.density_bins, extent, cell)
-        frame = pd.DataFrame({'x': points[:, 0], 'y': points[:, 1],
-                              'density': counts[:-1] / (samples * area), 'bin_area': area})
-        return frame.assign(**labels)[list(labels) + list(frame.columns)]
+    def _density_frame(self, density, area, extent, cell, labels):
+        points, _ = density_grid(self.density_bins, extent, cell)
+        return labelled(pd.DataFrame({'x': points[:, 0], 'y': points[:, 1], 'density': density, 'bin_area': area}),
+                        labels)
 
     def _pair_frame(self, counts, samples, r_max, cell, ctx, labels):
         edges = np.linspace(0.0, r_max, self.pair_bins + 1)
@@ -289,7 +267,7 @@ class Sweep:
                                         'pair_density': pair_density, 'g': area * pair_density / pairs[channel]}))
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=['channel', 'r', 'pair_density', 'g'])
-        return frame.assign(**labels)[list(labels) + ['channel', 'r', 'pair_density', 'g']]
+        return labelled(frame, labels)
 
     def _slice(self, params, ctx, walkers, batch_psi, extent, cell, labels):
         """|ψ|² and phase with one electron moved over a grid, the others at the most probable sample."""
@@ -297,7 +275,7 @@ class Sweep:
         _, logabs = batch_psi(params, walkers, values)
         reference = np.asarray(walkers[int(jnp.argmax(logabs))])
         moved = self.slice_electron % ctx.n_electrons
-        points, _ = self._grid(self.slice_bins, extent, cell)
+        points, _ = density_grid(self.slice_bins, extent, cell)
         configs = np.repeat(reference[None], len(points), axis=0)
         configs[:, moved] = points
         sign, logabs = batch_psi(params, jnp.asarray(configs, walkers.dtype), values)
@@ -312,8 +290,7 @@ class Sweep:
                                   'spin': np.where(np.arange(ctx.n_electrons) < ctx.n_up, 'up', 'down'),
                                   'x': shown[:, 0], 'y': shown[:, 1],
                                   'moved': np.arange(ctx.n_electrons) == moved})
-        return (frame.assign(**labels)[list(labels) + list(frame.columns)],
-                electrons.assign(**labels)[list(labels) + list(electrons.columns)])
+        return labelled(frame, labels), labelled(electrons, labels)
 
     def run(self, params: Params, contexts: Sequence[Context], rng_key: PRNGKey, *, carry_over: bool = True,
             print_fn: Optional[Callable[[str], None]] = None, **measure_kwargs) -> SweepResult:
@@ -339,28 +316,6 @@ class Sweep:
                 print_fn(f'{ctx.label()}: E = {qstats.format_value_error(r["energy"], r["energy_err"])}  '
                          f'burn-in {r["burn_in_steps"]}{"" if r["equilibrated"] else " (not equilibrated)"}  '
                          f'{r["seconds"]:.1f} s')
-        cat = lambda name: pd.concat([getattr(r, name) for r in results], ignore_index=True)
-        return SweepResult(pd.DataFrame([r.row for r in results]), cat('density'), cat('pair_correlation'),
-                           cat('wavefunction_slice'), cat('slice_electrons'), traces_to_arviz(results))
-
-
-def traces_to_arviz(results: Sequence[ContextMeasurement]):
-    """Energy traces of several contexts as ``arviz.InferenceData`` with dims ``(chain, draw, context)``.
-
-    Returns None when the contexts differ in walkers, steps or components (not stackable).
-    """
-    shapes = {(r.traces['energy'].shape, tuple(sorted(r.traces))) for r in results}
-    if len(shapes) != 1:
-        return None
-    names = sorted(results[0].traces)
-    posterior = {n: np.stack([r.traces[n] for r in results], axis=-1) for n in names}
-    labels = [r.context.label() for r in results]
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', FutureWarning)  # arviz 0.23 announces its refactor on import
-        warnings.simplefilter('ignore', UserWarning)  # 'more chains than draws': walkers are chains here
-        import arviz  # pylint: disable=import-outside-toplevel
-        idata = arviz.from_dict(posterior=posterior, coords={'context': labels}, dims={n: ['context'] for n in names})
-    extra = {k: ('context', [r.context.as_dict()[k] for r in results]) for k in results[0].context.as_dict()
-             if all(k in r.context.as_dict() for r in results)}
-    idata.posterior = idata.posterior.assign_coords(**extra)
-    return idata
+        tables = {name: pd.concat([getattr(r, name) for r in results], ignore_index=True)
+                  for name in ('density', 'pair_correlation', 'wavefunction_slice', 'slice_electrons')}
+        return SweepResult(stats_frame(r.row for r in results), traces=traces_to_arviz(results), **tables)

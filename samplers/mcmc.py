@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.stats import compute_stats, stats_frame
 from samplers import engine
+from samplers.reporting import stats_frame, traces_to_inference_data
+from samplers.stats import compute_stats
 from samplers.kernels import adapt_step_size, init, kernel_spec, make_kernel
 
 
@@ -130,7 +131,6 @@ class MCMC:
         print(f'mean acceptance {np.mean(self._extra["acceptance"]):.3f}, step size {self.step_size_adapted:.4g}')
 
     def to_arviz(self):
-        """An ``arviz.InferenceData`` whose posterior holds every ``[chain, draw]`` field."""
-        import arviz as az
-        fields = {k: v for k, v in self.get_extra_fields().items() if v.ndim == 2}
-        return az.from_dict(posterior=fields)
+        """An ``arviz.InferenceData`` whose posterior holds every ``[chain, draw]`` field
+        (``samplers.reporting.traces_to_inference_data``)."""
+        return traces_to_inference_data({k: v for k, v in self.get_extra_fields().items() if v.ndim == 2})

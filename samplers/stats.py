@@ -2,10 +2,11 @@
 
 import decimal
 import math
-import warnings
-from typing import Any, Dict, Iterable, Mapping, NamedTuple, Tuple
+from typing import Any, Dict, NamedTuple, Tuple
 
 import numpy as np
+
+from samplers.reporting import import_arviz, stats_frame  # noqa: F401  (stats_frame: re-export)
 
 # Below this many steps blocking has too few levels to find a plateau.
 _MIN_BLOCKING_LENGTH = 16
@@ -286,11 +287,7 @@ def _rhat(samples: np.ndarray) -> float:
         group = chains // _RHAT_GROUPS
         samples = samples[:_RHAT_GROUPS * group]
         samples = samples.reshape(_RHAT_GROUPS, group, draws).mean(axis=1)
-    with warnings.catch_warnings():
-        # arviz 0.23 announces its refactor with a FutureWarning on import.
-        warnings.simplefilter('ignore', FutureWarning)
-        import arviz  # pylint: disable=import-outside-toplevel
-        return float(arviz.rhat(np.ascontiguousarray(samples)))
+    return float(import_arviz().rhat(np.ascontiguousarray(samples)))
 
 
 def compute_stats(samples) -> Stats:
@@ -349,16 +346,3 @@ def compute_stats(samples) -> Stats:
         ess = math.nan
     return Stats(mean=mean, error=float(error), variance=variance, tau=tau,
                  rhat=_rhat(samples), num_samples=num_samples, ess=ess)
-
-
-def stats_frame(rows: Iterable[Mapping[str, Any]]):
-    """Builds a pandas DataFrame from rows, e.g. from ``Stats.to_row``.
-
-    Args:
-        rows: iterable of dicts from column name to value, one per row.
-
-    Returns:
-        A ``pandas.DataFrame`` with one row per dict; missing keys are NaN.
-    """
-    import pandas as pd  # pylint: disable=import-outside-toplevel
-    return pd.DataFrame([dict(row) for row in rows])
