@@ -23,6 +23,7 @@ import pandas as pd
 
 from hamiltonians.references import reference
 from qvmc import pretrained
+from qvmc.runtime import enable_compilation_cache
 from samplers.stats import format_value_error
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
@@ -126,6 +127,7 @@ def card_rows(table: pd.DataFrame):
 
 def main(argv=None):
     args = parse_args(argv)
+    enable_compilation_cache()  # a re-run, a resume or a known particle content loads its programs from disk
     start = time.time()
     model = pretrained.load(args.model_path)
     print(f'{model}: {len(args.points)} points')

@@ -21,6 +21,7 @@ import pandas as pd
 
 from hamiltonians.references import reference
 from qvmc import plotting, pretrained
+from qvmc.runtime import enable_compilation_cache
 from samplers.stats import format_value_error
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
@@ -104,6 +105,7 @@ def report(model, ctx, row) -> pd.DataFrame:
 
 def main(argv=None):
     args = parse_args(argv)
+    enable_compilation_cache()  # a re-run, a resume or a known particle content loads its programs from disk
     start = time.time()
     model = pretrained.load(args.model_path)
     ctx = model.context(args.n, args.lam)

@@ -29,6 +29,7 @@ from hamiltonians import QuantumDot
 from hamiltonians.references import reference
 from qvmc import VMC, VMCConfig, natgrad, plotting
 from qvmc.inference import Predictor
+from qvmc.runtime import enable_compilation_cache
 from qvmc.schedule import BlockwiseSchedule
 from qvmc.sweep import Sweep
 from qvmc.train import TrainingInterrupted, load_history, train
@@ -150,6 +151,7 @@ def make_optimizer(args):
 
 def main():
     args = parse_args()
+    enable_compilation_cache()  # a re-run, a resume or a known particle content loads its programs from disk
     if args.x64 or args.optimizer != 'adam':  # natural gradients reduce and solve in float64
         jax.config.update('jax_enable_x64', True)
     start = time.time()

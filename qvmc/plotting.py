@@ -180,3 +180,60 @@ def plot_transition(x, y, yerr, transition, path: str, xlabel: str = 'λ',
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_order_parameters(table: pd.DataFrame, path: str, x: str = 'lam') -> None:
+    """Moiré order parameters vs a context parameter (``hamiltonians.moire_order`` columns of a sweep table).
+
+    Left: ``honeycomb_order`` Φ and ``honeycomb_contrast`` (1 for a perfect honeycomb); middle: the
+    sorted per-site sublattice occupations (two occupied, one empty in the crystal); right:
+    ``structure_factor_k`` S(K)/N. Error bars are the blocking errors.
+    """
+    table = table.sort_values(x)
+    fig, (ax_o, ax_n, ax_s) = plt.subplots(1, 3, figsize=(14, 4))
+    labels = (('honeycomb_order', 'Φ = 4|m_K|²'), ('honeycomb_contrast', 'contrast (o₁+o₂)/2 − o₃'))
+    for name, label in labels:
+        if name in table:
+            ax_o.errorbar(table[x], table[name], yerr=table.get(f'{name}_err'), fmt='-o', ms=3, label=label)
+    ax_o.set(xlabel=x, ylabel='order parameter', title='honeycomb order (1: perfect)')
+    ax_o.legend(fontsize=7)
+    for i, label in enumerate(('most occupied', 'second', 'least occupied')):
+        name = f'occupations_sorted_{i}'
+        if name in table:
+            ax_n.errorbar(table[x], table[name], yerr=table.get(f'{name}_err'), fmt='-o', ms=3, label=label)
+    ax_n.set(xlabel=x, ylabel='electrons per minimum', title='sublattice occupations (sorted per sample)')
+    ax_n.legend(fontsize=7)
+    if 'structure_factor_k' in table:
+        n = table['N'] if 'N' in table else 1.0
+        err = table['structure_factor_k_err'] / n if 'structure_factor_k_err' in table else None
+        ax_s.errorbar(table[x], table['structure_factor_k'] / n, yerr=err, fmt='-o', ms=3)
+    ax_s.set(xlabel=x, ylabel='S(K) / N', title='S(K)/N at the moiré K points (honeycomb: 1/4)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sublattice_density(density: pd.DataFrame, sites: np.ndarray, labels: np.ndarray, path: str,
+                            max_panels: int = 6) -> None:
+    """Density maps (``SweepResult.density``) with the moiré minima marked by sublattice (0, 1, 2).
+
+    Args:
+      density: tidy density table (one block per context).
+      sites: ``[M, 2]`` minima inside the supercell (``hamiltonians.moire_order.SublatticeGeometry.sites``).
+      labels: ``[M]`` their sublattices.
+      path: output PNG.
+    """
+    groups = _context_groups(density, max_panels)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 3.6), squeeze=False)
+    sites, labels = np.asarray(sites), np.asarray(labels)
+    for ax, (label, rows) in zip(axes[0], groups):
+        _map(ax, rows, 'density', 'viridis')
+        for s, (marker, color) in enumerate((('o', 'w'), ('^', 'C1'), ('s', 'C3'))):
+            pick = labels == s
+            ax.scatter(sites[pick, 0], sites[pick, 1], marker=marker, s=14, facecolors='none', edgecolors=color,
+                       linewidths=0.8, label=f'sublattice {s}')
+        ax.set_title(label, fontsize=7)
+    axes[0, 0].legend(fontsize=6, loc='upper left')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -140,6 +140,51 @@ MOIRE_BAD = [
     (['--sweep-range', '1', '1'], '--sweep-range', "'1 1'"),
     (['--sweep-range', '2', '1'], '--sweep-range', "'2 1'"),
     (['--sweep-range', '-1', '1'], '--sweep-range', '-1'),
+    # optimizers
+    (['--optimizer', 'bfgs'], '--optimizer', "'bfgs'"),
+    (['--optimizer', 'minsr', '--diag-shift', '0'], '--diag-shift', "'0'"),
+    (['--optimizer', 'minsr', '--diag-shift', 'nan'], '--diag-shift', "'nan'"),
+    (['--optimizer', 'sr', '--diag-shift=-1e-3'], '--diag-shift', "'-1e-3'"),  # '=': -1e-3 reads as an option
+    (['--diag-shift', '1e-3'], '--diag-shift', "'0.001'"),  # adam has no diagonal shift
+    (['--optimizer', 'minsr', '--max-norm', '0'], '--max-norm', "'0'"),
+    (['--optimizer', 'minsr', '--max-norm', 'inf'], '--max-norm', "'inf'"),
+    (['--max-norm', '0.01'], '--max-norm', "'0.01'"),
+    (['--optimizer', 'spring', '--momentum', '1'], '--momentum', "'1'"),
+    (['--optimizer', 'spring', '--momentum=-0.1'], '--momentum', "'-0.1'"),
+    (['--optimizer', 'spring', '--momentum', 'nan'], '--momentum', "'nan'"),
+    (['--optimizer', 'minsr', '--momentum', '0.5'], '--momentum', "'0.5'"),
+    (['--optimizer', 'sr', '--lr', '0'], '--lr', "'0'"),
+    # single-λ mode
+    (['--lam', '-1'], '--lam', "'-1'"),
+    (['--lam', 'nan'], '--lam', "'nan'"),
+    (['--lam', 'x'], '--lam', "'x'"),
+    (['--lam', '1', '--lam-range', '0', '2'], '--lam-range', "'0 2'"),
+    (['--lam', '1', '--stages', '0:2'], '--stages', "'0:2'"),
+    (['--lam', '1', '--electrons', '7'], '--electrons', "'7'"),
+    # network
+    (['--ansatz', 'ferminet'], '--ansatz', "'ferminet'"),
+    (['--width', '0'], '--width', "'0'"),
+    (['--ansatz', 'qernel', '--heads', '0'], '--heads', "'0'"),
+    (['--ansatz', 'qernel', '--heads', '3', '--hidden', '16'], '--hidden', "'16'"),
+    (['--ansatz', 'qernel', '--heads', '4', '--kv-heads', '3'], '--kv-heads', "'3'"),
+    (['--ansatz', 'qernel', '--kv-heads', '0'], '--kv-heads', "'0'"),
+    (['--heads', '2'], '--heads', "'2'"),  # slater_jastrow has no attention
+    (['--ansatz', 'psiformer', '--kv-heads', '1'], '--kv-heads', "'1'"),
+    (['--ansatz', 'psiformer', '--experts', '4'], '--experts', "'4'"),
+    (['--ansatz', 'qernel', '--experts', '0'], '--experts', "'0'"),
+    (['--ansatz', 'qernel', '--shared-experts', '-1'], '--shared-experts', "'-1'"),
+    (['--ansatz', 'qernel', '--expert-hidden', '0'], '--expert-hidden', "'0'"),
+    (['--ansatz', 'qernel', '--pair-hidden', '0'], '--pair-hidden', "'0'"),
+    (['--ansatz', 'qernel', '--mlp-hidden', '8'], '--mlp-hidden', "'8'"),
+    (['--ansatz', 'psiformer', '--mlp-hidden', '0'], '--mlp-hidden', "'0'"),
+    (['--ansatz', 'psiformer', '--hidden', '6', '--heads', '4'], '--hidden', "'6'"),
+    (['--kvecs', '0'], '--kvecs', "'0'"),
+    # sizes and measurement
+    (['--chunk-size', '0'], '--chunk-size', "'0'"),
+    (['--chunk-size', 'x'], '--chunk-size', "'x'"),
+    (['--order-steps', '0'], '--order-steps', "'0'"),
+    (['--substeps', '-1'], '--substeps', "'-1'"),
+    (['--walkers', '2.5'], '--walkers', "'2.5'"),
 ]
 
 
@@ -216,6 +261,59 @@ def test_valid_flags_parse_cleanly():
     moire = moire_transition.parse_args(['--ansatz', 'qernel', '--hidden', '8', '--electrons', '8',
                                          '--stages', '0:4,100:16', '--walkers', '64', '--sweep-range', '0', '2'])
     assert moire.sweep_range == [0.0, 2.0]
+
+
+def test_moire_optimizer_precision_and_single_lambda():
+    """Natural gradients get their defaults and x64 with a float32 network; --lam trains one context."""
+    adam = moire_transition.parse_args([])
+    assert (adam.optimizer, adam.lr, adam.diag_shift, adam.max_norm, adam.momentum) == ('adam', 3e-3, None, None, None)
+    assert moire_transition.precision_policy(adam) == (False, None)
+    assert moire_transition.precision_policy(moire_transition.parse_args(['--x64'])) == (True, 'float64')
+    minsr = moire_transition.parse_args(['--lam', '1.0', '--optimizer', 'minsr', '--max-norm', '0.02'])
+    assert (minsr.lr, minsr.diag_shift, minsr.max_norm, minsr.momentum) == (0.05, 1e-3, 0.02, None)
+    assert minsr.lam == 1.0 and minsr.lam_range is None and minsr.stages is None
+    assert moire_transition.precision_policy(minsr) == (True, 'float32')
+    assert moire_transition.sweep_grid(minsr) == [1.0]
+    spring = moire_transition.parse_args(['--optimizer', 'spring', '--lr', '0.1', '--momentum', '0'])
+    assert (spring.lr, spring.momentum, spring.lam_range) == (0.1, 0.0, (0.6, 1.6))
+    assert moire_transition.parse_args(['--optimizer', 'spring']).momentum == 0.9
+    assert moire_transition.parse_args(['--optimizer', 'sr', '--diag-shift', '1e-4']).diag_shift == 1e-4
+    single = moire_transition.parse_args(['--lam', '0', '--walkers', '7', '--sweep-range', '0.5', '1.5',
+                                          '--sweep-points', '6'])  # no stages: any walker count
+    assert moire_transition.sweep_grid(single) == pytest.approx([0.5, 0.7, 0.9, 1.1, 1.3, 1.5])
+
+
+def test_moire_network_flags_build_the_full_configs():
+    from ansatz.psiformer import PsiFormerConfig
+    from ansatz.qernel import QernelConfig
+    args = moire_transition.parse_args(['--ansatz', 'qernel', '--width', '64', '--layers', '3', '--heads', '4',
+                                        '--kv-heads', '2', '--experts', '4', '--expert-hidden', '32',
+                                        '--determinants', '4', '--chunk-size', '64', '--walkers', '1024',
+                                        '--substeps', '30', '--order-steps', '50'])
+    assert moire_transition.network_config(args) == QernelConfig()  # the QERNEL defaults, ~108K parameters
+    assert moire_transition.network_config(args, 54).max_orbitals == 54
+    assert (args.chunk_size, args.walkers, args.substeps, args.order_steps) == (64, 1024, 30, 50)
+    small = moire_transition.parse_args(['--ansatz', 'qernel', '--hidden', '8'])
+    assert moire_transition.network_config(small) == QernelConfig(width=8, num_layers=1, num_heads=2,
+                                                                  num_kv_heads=1, expert_hidden=8,
+                                                                  num_determinants=1)
+    psi = moire_transition.parse_args(['--ansatz', 'psiformer', '--width', '32', '--heads', '4', '--mlp-hidden', '48'])
+    assert moire_transition.network_config(psi) == PsiFormerConfig(width=32, num_layers=1, num_heads=4, mlp_hidden=48,
+                                                                   num_determinants=1)
+    sj = moire_transition.parse_args([])
+    assert sj.heads is None and sj.experts is None  # qernel-only flags stay unset for slater_jastrow
+
+
+def test_moire_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        moire_transition.parse_args(['--help'])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ('--optimizer', '--lr', '--diag-shift', '--max-norm', '--momentum', '--lam', '--lam-range',
+                 '--ansatz', '--width', '--layers', '--heads', '--kv-heads', '--experts', '--shared-experts',
+                 '--expert-hidden', '--pair-hidden', '--mlp-hidden', '--kvecs', '--determinants', '--substeps',
+                 '--walkers', '--chunk-size', '--order-steps', '--x64', 'psiformer', 'minsr', 'spring'):
+        assert flag in out, flag
 
 
 def test_parsers_keep_their_results():

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,4 +51,36 @@ def test_moire_transition_driver(tmp_path):
     assert set(pd.read_csv(run_dir / 'burn_in.csv')['step']) == {2}  # the one block boundary after the start
     transition = pd.read_csv(sweep / 'transition.csv')
     assert transition['epsilon'].iloc[0] == 5.0 and 0.6 <= transition['position'].iloc[0] <= 1.6
+    assert transition['observable'].iloc[0] == 'interaction_per_electron'
     assert 'jump in interaction energy per electron' in result.stdout
+    # order parameters: N = 6 (3×3 cell) fits the √3×√3 sublattices; values and error bars per λ
+    for name in ('order_parameters.csv', 'order_traces.npz', 'order_parameters.png', 'sublattice_density.png'):
+        assert (sweep / name).exists(), name
+    order = pd.read_csv(sweep / 'order_parameters.csv')
+    assert len(order) == 5
+    for name in ('honeycomb_order', 'honeycomb_contrast', 'structure_factor_k'):
+        assert order[name].between(0.0, 6.0).all() and (order[f'{name}_err'] >= 0).all(), name
+    occupations = order[[f'occupations_sorted_{i}' for i in range(3)]].to_numpy()
+    assert (occupations.sum(axis=1) == pytest.approx(2.0)) and (occupations[:, 0] >= occupations[:, 2]).all()
+    assert {'honeycomb_order', 'honeycomb_order_err', 'observable_steps'} <= set(energies.columns)
+
+
+@pytest.mark.slow  # ~80 s on 2 busy cores (compile-bound)
+def test_moire_single_lambda_natural_gradient(tmp_path):
+    """--lam: one context, minSR (x64 on, float32 network), QERNEL; the sweep is that λ alone (no fit)."""
+    run_dir = tmp_path / 'single'
+    env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    cmd = [sys.executable, os.path.join(ROOT, 'examples', 'moire_transition.py'), '--run-dir', str(run_dir),
+           '--lam', '1.2', '--optimizer', 'minsr', '--ansatz', 'qernel', '--width', '8', '--heads', '2',
+           '--kv-heads', '1', '--experts', '2', '--steps', '3', '--walkers', '8', '--chunk-size', '4',
+           '--substeps', '2', '--eval-walkers', '8', '--eval-steps', '4', '--order-steps', '4',
+           '--burn-in', '4', '4', '8']
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'minsr (lr 0.05), network float32, x64 on' in result.stdout
+    history = pd.read_csv(run_dir / 'history.csv')
+    assert set(history['context']) == {'N=6(6,0) lam=1.2'}
+    energies = pd.read_csv(run_dir / 'sweep' / 'energies.csv')
+    assert list(energies['lam']) == [1.2] and energies['honeycomb_order'].notna().all()
+    assert not (run_dir / 'sweep' / 'transition.csv').exists()
