@@ -46,6 +46,7 @@ from ansatz.slater_jastrow import SlaterJastrowConfig
 from hamiltonians.moire import MoireSystem
 from hamiltonians.moire_order import sublattice_geometry
 from qvmc import VMC, VMCConfig, natgrad, plotting
+from qvmc.runtime import enable_compilation_cache
 from qvmc.analysis import transition_from_sweep
 from qvmc.order_sweep import ObservableSweep, moire_order_observables
 from qvmc.schedule import BlockwiseSchedule
@@ -288,6 +289,7 @@ def sweep_grid(args):
 
 def main():
     args = parse_args()
+    enable_compilation_cache()  # a re-run, a resume or a known particle content loads its programs from disk
     x64, network_dtype = precision_policy(args)
     if x64:
         jax.config.update('jax_enable_x64', True)
