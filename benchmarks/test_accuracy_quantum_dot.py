@@ -43,7 +43,7 @@ def test_polarized_conditional_accuracy(report):
     vmc = VMC(wf, dot, contexts, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)), config)
     start = time.time()
     key = jax.random.PRNGKey(0)
-    state = vmc.burn_in(key, vmc.init(key), 20)
+    state = vmc.run_mcmc(key, vmc.init(key), 20)
     state = train(vmc, state, key, steps, run_dir=run_dir, log_every=100)
     train_seconds = time.time() - start
 

@@ -91,7 +91,7 @@ def test_energies_over_n_and_lambda(report):
     vmc = VMC(wf, dot, list(schedule.contexts_at(0)), _adam(steps), config)
     key = jax.random.PRNGKey(0)
     start = time.time()
-    state = vmc.burn_in(key, vmc.init(key), 20)
+    state = vmc.run_mcmc(key, vmc.init(key), 20)
     state = train(vmc, state, key, steps, run_dir=run_dir, log_every=50, schedule=schedule)
     train_seconds = time.time() - start
     plotting.plot_training(load_history(run_dir), os.path.join(run_dir, 'training.png'))
@@ -148,7 +148,7 @@ def test_transfer_steps_to_convergence(report):
 
     source_dir = _fresh_dir('transfer_source_n6')
     source = VMC(wf, dot, [dot.context(6, 0, lam=lam) for lam in lams], _adam(steps), config)
-    _train_run(source, source.burn_in(key, source.init(key), 20), key, steps, source_dir)
+    _train_run(source, source.run_mcmc(key, source.init(key), 20), key, steps, source_dir)
 
     target = [dot.context(8, 0, lam=lam) for lam in lams]
     runs = {}
@@ -156,7 +156,7 @@ def test_transfer_steps_to_convergence(report):
         vmc = VMC(wf, dot, target, _adam(steps), config)
         state = transfer_state(vmc, key, init) if init else vmc.init(key)
         start = time.time()
-        state, loss = _train_run(vmc, vmc.burn_in(key, state, 20), key, steps, _fresh_dir(f'transfer_{name}_n8'))
+        state, loss = _train_run(vmc, vmc.run_mcmc(key, state, 20), key, steps, _fresh_dir(f'transfer_{name}_n8'))
         runs[name] = (state, loss, time.time() - start)
     goal = max(loss.iloc[-20:].mean() for _, loss, _ in runs.values()) + tol
     needed = {name: _steps_to(loss, goal) for name, (_, loss, _) in runs.items()}

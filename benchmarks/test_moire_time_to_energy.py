@@ -124,7 +124,7 @@ def test_time_to_energy(report):
     vmc, state, ctx = setup()
     n = ctx.n_electrons
     rows, key, t = [], jax.random.PRNGKey(2), 0
-    state = vmc.burn_in(key, state, 10)
+    state = vmc.run_mcmc(key, state, 10)
     while time.time() - start < 60 * MINUTES:
         state, info = vmc.step(jax.random.fold_in(key, t), state)
         t += 1

@@ -43,7 +43,7 @@ def test_steps_to_dmc(name, report):
     ctx = dot.context(3, 3, lam=1.0)
     wf = make_fermi_sets(FermiSetsConfig(width=width, hidden=width, num_layers=2, num_determinants=2))
     vmc = VMC(wf, dot, [ctx], _optimizers()[name], VMCConfig(num_walkers=walkers, mcmc_substeps=10))
-    state = vmc.burn_in(jax.random.PRNGKey(1), vmc.init(jax.random.PRNGKey(0)), 30)
+    state = vmc.run_mcmc(jax.random.PRNGKey(1), vmc.init(jax.random.PRNGKey(0)), 30)
     energies, times, reached = [], [], None
     for t in range(steps):
         start = time.perf_counter()
@@ -100,7 +100,7 @@ def test_per_context_normalization(normalize, report):
     wf = make_fermi_sets(FermiSetsConfig(width=width, hidden=width, num_layers=2, num_determinants=2))
     config = VMCConfig(num_walkers=walkers, mcmc_substeps=10, normalize_energy_scale=normalize)
     vmc = VMC(wf, dot, contexts, optax.adam(3e-3), config)
-    state = vmc.burn_in(jax.random.PRNGKey(1), vmc.init(jax.random.PRNGKey(0)), 30)
+    state = vmc.run_mcmc(jax.random.PRNGKey(1), vmc.init(jax.random.PRNGKey(0)), 30)
     energies = []
     for t in range(steps):
         state, info = vmc.step(jax.random.PRNGKey(100 + t), state)

@@ -56,7 +56,7 @@ def test_energy_vs_steps_and_parameters(name, width, report):
     sched = optax.warmup_cosine_decay_schedule(0.0, 3e-3, min(50, steps // 5 + 1), steps, end_value=1e-4)
     vmc = VMC(wf, dot, [ctx], optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)),
               VMCConfig(num_walkers=walkers, mcmc_substeps=10))
-    state = vmc.burn_in(jax.random.PRNGKey(1), vmc.init(jax.random.PRNGKey(0)), 30)
+    state = vmc.run_mcmc(jax.random.PRNGKey(1), vmc.init(jax.random.PRNGKey(0)), 30)
     params = parameter_report(state.params)
     energies, start = [], time.time()
     for t in range(steps):

@@ -40,35 +40,9 @@ from qvmc.train import load_history, train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_STEPS = 60
 
-WORKER = r'''
-import os, sys, time
-os.environ['JAX_PLATFORMS'] = 'cpu'
-import jax
-jax.config.update('jax_enable_x64', True)
-jax.config.update('jax_compilation_cache_dir', sys.argv[2])  # later processes skip compilation
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
-import optax
-from ansatz import FermiSetsConfig, make_fermi_sets
-from hamiltonians import QuantumDot
-from qvmc import VMC, VMCConfig
-from qvmc.schedule import BlockwiseSchedule
-from qvmc.train import train
-
-run_dir, num_steps = sys.argv[1], int(sys.argv[3])
-def log(line):
-    print(line, flush=True)
-    time.sleep(0.03)  # a step of a real run takes longer: gives the kills room to land mid-run
-dot = QuantumDot()
-sched = BlockwiseSchedule(dot.context(1, 1), 'lam', (0.0, 4.0), block_length=8, num_contexts=2, seed=3)
-vmc = VMC(make_fermi_sets(FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)),
-          dot, sched.contexts_at(0), optax.adam(1e-2),
-          VMCConfig(num_walkers=16, mcmc_substeps=3, kinetic_method='hessian'))
-key = jax.random.PRNGKey(7)
-train(vmc, vmc.init(key), key, num_steps, run_dir=run_dir, checkpoint_every=3, keep_checkpoints=2,
-      schedule=sched, burn_in_options=dict(chunk=4, min_steps=8, max_steps=24), log_every=1, print_fn=log)
-print('FINISHED', flush=True)
-'''
+WORKER = os.path.join(ROOT, 'tests', '_train_worker.py')  # the shared training worker
+WORKER_FLAGS = ['--block-length', '8', '--checkpoint-every', '3', '--log-sleep', '0.03',  # as before the
+                '--full-optimization']  # shared worker: longer blocks, all XLA optimizations
 
 
 def _env(name, default):
@@ -78,8 +52,8 @@ def _env(name, default):
 def _start(worker, run_dir, cache):
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     log = open(run_dir + '.log', 'a')
-    return subprocess.Popen([sys.executable, worker, run_dir, cache, str(KILL_STEPS)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, worker, run_dir, cache, str(KILL_STEPS), *WORKER_FLAGS], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
 
 
 def _newest(run_dir):
@@ -105,9 +79,7 @@ def _leaves(run_dir):
 
 def test_kills_survived(tmp_path, report):
     kills = _env('QVMC_BENCH_KILLS', 5)
-    worker = str(tmp_path / 'worker.py')
-    with open(worker, 'w') as f:
-        f.write(WORKER)
+    worker = WORKER
     cache, reference, run = str(tmp_path / 'cache'), str(tmp_path / 'reference'), str(tmp_path / 'killed')
     start = time.time()
     assert _start(worker, reference, cache).wait(timeout=600) == 0, open(reference + '.log').read()[-3000:]
@@ -157,7 +129,7 @@ def _dot_run(steps, walkers, width, poison_every=0, fraction=0.15):
             return real(key, state)
         vmc.step = step
     key = jax.random.PRNGKey(0)
-    return wf, dot, ctx, config, vmc, vmc.burn_in(key, vmc.init(key), 10), key, bad
+    return wf, dot, ctx, config, vmc, vmc.run_mcmc(key, vmc.init(key), 10), key, bad
 
 
 def test_nonfinite_walkers_do_not_bias_the_energy(tmp_path, report):

@@ -34,7 +34,7 @@ def trained():
     ctx = dot.context(3, 3, lam=1.0)
     wf = make_fermi_sets(FermiSetsConfig(width=16, num_layers=1, num_heads=2, num_determinants=2, hidden=16))
     vmc = VMC(wf, dot, [ctx], optax.adam(3e-3), VMCConfig(num_walkers=128, mcmc_substeps=5))
-    state = vmc.burn_in(jax.random.PRNGKey(0), vmc.init(jax.random.PRNGKey(0)), 20)
+    state = vmc.run_mcmc(jax.random.PRNGKey(0), vmc.init(jax.random.PRNGKey(0)), 20)
     for t in range(_env('QVMC_BENCH_SAMPLER_TRAIN', 150)):
         state, _ = vmc.step(jax.random.PRNGKey(t), state)
     return dot, ctx, wf, state.params

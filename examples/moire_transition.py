@@ -45,6 +45,7 @@ from ansatz.registry import make_ansatz
 from ansatz.slater_jastrow import SlaterJastrowConfig
 from hamiltonians.moire import MoireSystem
 from hamiltonians.moire_order import sublattice_geometry
+from hamiltonians.system import parameter_label
 from qvmc import VMC, VMCConfig, natgrad, plotting
 from qvmc.runtime import enable_compilation_cache
 from qvmc.analysis import transition_from_sweep
@@ -151,7 +152,8 @@ def validate_args(args, parser):
     except ValueError as err:
         parser.error(f"--electrons: bad value '{args.electrons}' ({err})")
     if args.sweep_range is not None:
-        check(parser, parse_interval, args.sweep_range, '--sweep-range', minimum=0.0, name='λ (moiré depth)')
+        check(parser, parse_interval, args.sweep_range, '--sweep-range', minimum=0.0,
+              name=parameter_label(system, 'lam'))
     check(parser, parse_burn_in, args.burn_in, '--burn-in')
     if args.lam is not None:  # single-λ mode: one context, no schedule
         for dest in ('lam_range', 'stages'):
@@ -164,7 +166,8 @@ def validate_args(args, parser):
     else:
         args.lam_range = DEFAULT_LAM_RANGE if args.lam_range is None else args.lam_range
         args.stages = DEFAULT_STAGES if args.stages is None else args.stages
-        lam_range = check(parser, parse_interval, args.lam_range, '--lam-range', minimum=0.0, name='λ (moiré depth)')
+        lam_range = check(parser, parse_interval, args.lam_range, '--lam-range', minimum=0.0,
+                          name=parameter_label(system, 'lam'))
         stages = check(parser, parse_stages, args.stages, '--stages')
         for start, count in stages:
             if args.walkers % count:
@@ -246,7 +249,8 @@ def parse_args(argv=None):
     sweep.add_argument('--eval-walkers', type=positive_int, default=128)
     sweep.add_argument('--eval-steps', type=positive_int, default=100, help='measurement MCMC calls per λ')
     sweep.add_argument('--order-steps', type=positive_int, default=None,
-                       help='MCMC calls per λ recording the order parameters (default: --eval-steps)')
+                       help='deprecated: the order parameters are recorded on the measurement draws '
+                            '(--eval-steps); a value given here replaces --eval-steps')
     sweep.add_argument('--burn-in', type=nonnegative_int, nargs=3, default=(10, 20, 300),
                        metavar=('CHUNK', 'MIN', 'MAX'),
                        help='equilibration: CHUNK ≥ 4, 0 ≤ MIN ≤ MAX, MAX ≥ 2·CHUNK')
@@ -335,9 +339,13 @@ def main():
 def run_sweep(args, system, wavefunction, config, params, key_sweep, burn, start):
     """The λ sweep with order parameters, the transition fit (≥ 5 points) and every table and figure."""
     grid = [system.context(args.electrons, 0, lam=lam) for lam in sweep_grid(args)]
+    num_steps = args.eval_steps if args.order_steps is None else args.order_steps
+    if num_steps != args.eval_steps:
+        print(f'--order-steps {num_steps} (deprecated): the order parameters are recorded on the measurement '
+              f'draws, so every λ is measured with {num_steps} draws instead of --eval-steps {args.eval_steps}')
     sweep = ObservableSweep(wavefunction, system, config, observables=moire_order_observables(system),
-                            observable_steps=args.order_steps, density_bins=36, pair_bins=30, slice_bins=36)
-    result = sweep.run(params, grid, key_sweep, num_walkers=args.eval_walkers, num_steps=args.eval_steps,
+                            density_bins=36, pair_bins=30, slice_bins=36)
+    result = sweep.run(params, grid, key_sweep, num_walkers=args.eval_walkers, num_steps=num_steps,
                        burn_in_chunk=burn['chunk'], min_burn_in=burn['min_steps'], max_burn_in=burn['max_steps'],
                        print_fn=print)
     out = os.path.join(args.run_dir, 'sweep')
@@ -350,14 +358,15 @@ def run_sweep(args, system, wavefunction, config, params, key_sweep, burn, start
         table[order_columns].to_csv(os.path.join(out, 'order_parameters.csv'), index=False)
         sweep.save_observable_traces(os.path.join(out, 'order_traces.npz'))
         geometry = sublattice_geometry(system, args.electrons)
-        plotting.plot_order_parameters(table, os.path.join(out, 'order_parameters.png'))
+        plotting.plot_order_parameters(table, os.path.join(out, 'order_parameters.png'),
+                                       xlabel=parameter_label(system, 'lam'))
         plotting.plot_sublattice_density(result.density, geometry.sites, geometry.labels,
                                          os.path.join(out, 'sublattice_density.png'))
     else:
         print(f'order parameters: not defined for N = {args.electrons} (its supercell does not fit the √3×√3 '
               'superlattice of moiré minima)')
     if len(table) >= MIN_SWEEP_POINTS:
-        fit_transitions(args, table, out, has_order)
+        fit_transitions(args, table, out, has_order, xlabel=parameter_label(system, 'lam'))
     plotting.plot_sweep_energies(result.energies, os.path.join(out, 'energies.png'),
                                  components=('energy', 'interaction', 'moire', 'kinetic'))
     plotting.plot_density_maps(result.density, os.path.join(out, 'densities.png'))
@@ -372,7 +381,7 @@ def run_sweep(args, system, wavefunction, config, params, key_sweep, burn, start
     print(f'wrote {args.run_dir} and {out} in {time.time() - start:.0f} s')
 
 
-def fit_transitions(args, table, out, has_order):
+def fit_transitions(args, table, out, has_order, xlabel='λ'):
     """Two-branch fits of the interaction energy per electron (first row) and of Φ; ``transition.csv``."""
     rows = []
     targets = [('interaction_per_electron', f'interaction energy per electron (meV, ε = {args.epsilon:g})', 'meV')]
@@ -391,7 +400,7 @@ def fit_transitions(args, table, out, has_order):
                      'dof': transition.dof})
         name = 'transition.png' if column == 'interaction_per_electron' else f'transition_{column}.png'
         plotting.plot_transition(table['lam'], table[column], table[f'{column}_err'], transition,
-                                 os.path.join(out, name), ylabel=label)
+                                 os.path.join(out, name), xlabel=xlabel, ylabel=label)
         print(f'jump in {label.split(" (")[0]} at λ = {transition.position:.3f} ± {transition.position_err:.3f} '
               f'(between sweep points {transition.interval[0]:.3f} and {transition.interval[1]:.3f}), size '
               f'{transition.jump:.3f} ± {transition.jump_err:.3f} {unit}; '

@@ -175,7 +175,7 @@ def main():
 
     key_init, key_train, key_predict = jax.random.split(jax.random.PRNGKey(args.seed), 3)
     state = transfer_state(vmc, key_init, args.init_from) if args.init_from else vmc.init(key_init)
-    state = vmc.burn_in(key_init, state, 20)
+    state = vmc.run_mcmc(key_init, state, 20)
     num_params = sum(np.size(p) for p in jax.tree.leaves(state.params))
     print(f'Fermi Sets: {num_params} parameters; training on {len(contexts)} contexts'
           + (f' (blockwise λ ∈ {tuple(args.lam_range)}, {args.num_lam} per N every {args.block_length} steps)'

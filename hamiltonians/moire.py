@@ -3,7 +3,8 @@
 import dataclasses
 import functools
 import math
-from typing import Dict, Mapping, NamedTuple
+import types
+from typing import ClassVar, Dict, Mapping, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ import numpy as np
 from hamiltonians import lattice as lat
 from hamiltonians.ewald import EwaldSum
 from hamiltonians.context import Context
+from hamiltonians.system import describe_parameters, parameter_label
 from samplers.types import Array, ContextValues, PRNGKey
 
 HBAR2_OVER_2ME = 38.0998212  # ħ²/(2 m_e) in meV·nm² (CODATA 2018: 0.0380998212 eV nm²)
@@ -51,7 +53,10 @@ class MoireSystem:
     rotated rigidly by 90°, which changes no energy. The Coulomb sum runs over all
     periodic images by Ewald summation with a uniform neutralizing background (see
     ``EwaldSum``). Energies in meV, lengths in nm; the network sees positions in units
-    of ``a_M``. Context parameter: ``lam`` (λ ≥ 0, the moiré depth).
+    of ``a_M``. Context parameter (described in ``parameters``): ``lam`` is the **moiré depth**
+    λ ≥ 0, the dimensionless factor of the moiré potential ``V`` (depth ``λ V0``; λ = 0 is the
+    free electron gas with Coulomb repulsion). The key ``lam`` is shared with ``QuantumDot``,
+    where it is the Coulomb strength; here the Coulomb strength is fixed by ``epsilon``.
 
     ε is explicit: the earlier public study of this model used ε = 5 in its run script
     (ε = 10 elsewhere in that code); report which ε a result uses.
@@ -80,7 +85,11 @@ class MoireSystem:
     ewald_precision: float = 1e-10
     ndim: int = 2
     periodic = True  # a class attribute, not a field
-    param_names = ('lam',)
+    parameters: ClassVar[Mapping[str, str]] = types.MappingProxyType({
+        'lam': 'moiré depth λ (dimensionless factor of the moiré potential −2 λ V0 Σ_j cos(g_j·r + φ); '
+               '0 = no moiré potential; ≥ 0)',
+    })  # context parameter -> what it means (messages, labels: hamiltonians.system.parameter_label)
+    param_names: ClassVar[Tuple[str, ...]] = tuple(parameters)
 
     def __post_init__(self):
         for name in ('epsilon', 'a_m', 'm_star', 'filling'):
@@ -159,10 +168,11 @@ class MoireSystem:
         """Raises ``ValueError`` unless the context fits this system (parameters, λ ≥ 0, N vs ν)."""
         names = {k for k, _ in ctx.params}
         if names != set(self.param_names):
-            raise ValueError(f'A moiré context needs exactly the parameters {self.param_names}, '
-                             f'got {sorted(names)}; build it with MoireSystem.context(...).')
+            raise ValueError(f'A moiré context needs exactly the parameters {self.param_names} '
+                             f'({describe_parameters(self)}), got {sorted(names)}; build it with '
+                             'MoireSystem.context(...).')
         if ctx['lam'] < 0:
-            raise ValueError(f'lam must be >= 0 (moiré depth), got {ctx["lam"]}.')
+            raise ValueError(f'lam must be >= 0 ({parameter_label(self, "lam")}), got {ctx["lam"]}.')
         if ctx.n_electrons > self.max_electrons:
             raise ValueError(f'N = {ctx.n_electrons} exceeds max_electrons = {self.max_electrons}; '
                              f'construct MoireSystem(max_electrons=...) with a larger value.')

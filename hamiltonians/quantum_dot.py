@@ -1,13 +1,15 @@
 """The 2D harmonic quantum dot: N electrons in the trap ½ ω² r² with Coulomb strength λ."""
 
 import dataclasses
-from typing import ClassVar, Dict, Optional
+import types
+from typing import ClassVar, Dict, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hamiltonians.context import Context
+from hamiltonians.system import describe_parameters, parameter_label
 from samplers.types import Array, ContextValues, PRNGKey
 
 
@@ -28,7 +30,10 @@ class QuantumDot:
     frequency, so non-interacting shell ``n`` has energy ``(n + 1) ω``). With lengths
     in units of ``1/√ω`` one has ``H(N, ω, λ) = ω H(N, 1, λ/√ω)``.
 
-    Context parameters (dynamic, traced): ``lam`` (λ ≥ 0) and ``omega`` (ω > 0).
+    Context parameters (dynamic, traced; described in ``parameters``): ``lam`` is the
+    **Coulomb strength** λ ≥ 0, the prefactor of ``Σ 1/r_ij`` (λ = 1 is the bare Coulomb
+    interaction of atomic units; the network sees λ/√ω), and ``omega`` the trap frequency ω > 0.
+    The key ``lam`` is shared with ``MoireSystem``, where it is the moiré depth.
     The spin sector ``(n_up, n_down)`` is the static part of each context; the
     published Large-Electron-Model numbers are for the polarized sector ``n_down = 0``.
 
@@ -43,7 +48,12 @@ class QuantumDot:
     ndim: int = 2
     periodic: ClassVar[bool] = False
     kinetic_scale: ClassVar[float] = 1.0  # atomic units
-    param_names = ('lam', 'omega')
+    parameters: ClassVar[Mapping[str, str]] = types.MappingProxyType({
+        'lam': 'Coulomb strength λ (prefactor of Σ_{i<j} 1/r_ij in Ha·bohr; 1 = bare Coulomb, 0 = '
+               'non-interacting; ≥ 0)',
+        'omega': 'trap frequency ω (of the trap ½ ω² r², in Ha; > 0)',
+    })  # context parameter -> what it means (messages, labels: hamiltonians.system.parameter_label)
+    param_names: ClassVar[Tuple[str, ...]] = tuple(parameters)
 
     def simulation_cell(self, n_electrons: int) -> None:
         """None: the dot is an open system."""
@@ -61,12 +71,13 @@ class QuantumDot:
         """Raises ``ValueError`` if a context does not describe a valid quantum dot."""
         names = {k for k, _ in ctx.params}
         if names != set(self.param_names):
-            raise ValueError(f'A quantum-dot context needs exactly the parameters {self.param_names}, '
-                             f'got {sorted(names)}; build it with QuantumDot.context(...).')
+            raise ValueError(f'A quantum-dot context needs exactly the parameters {self.param_names} '
+                             f'({describe_parameters(self)}), got {sorted(names)}; build it with '
+                             'QuantumDot.context(...).')
         if ctx['omega'] <= 0:
-            raise ValueError(f'omega must be > 0 (trap frequency), got {ctx["omega"]}.')
+            raise ValueError(f'omega must be > 0 ({parameter_label(self, "omega")}), got {ctx["omega"]}.')
         if ctx['lam'] < 0:
-            raise ValueError(f'lam must be >= 0 (Coulomb strength), got {ctx["lam"]}.')
+            raise ValueError(f'lam must be >= 0 ({parameter_label(self, "lam")}), got {ctx["lam"]}.')
         if ctx.n_electrons > self.max_electrons:
             raise ValueError(f'N = {ctx.n_electrons} exceeds max_electrons = {self.max_electrons}; '
                              f'construct QuantumDot(max_electrons=...) with a larger value.')

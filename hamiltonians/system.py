@@ -44,6 +44,22 @@ class System(Protocol):
         """The periodic cell ``[D, D]`` (rows are lattice vectors) of N electrons, or None (open)."""
 
 
+def parameter_label(system, name: str) -> str:
+    """Short label of the context parameter ``name`` for messages and axes: the system's description
+    (``system.parameters[name]``) up to its first parenthesis, e.g. ``'Coulomb strength λ'`` for
+    ``QuantumDot``'s ``'lam'``; ``name`` itself when the system does not describe it."""
+    description = dict(getattr(system, 'parameters', None) or {}).get(name)
+    return description.split(' (')[0] if description else name
+
+
+def describe_parameters(system) -> str:
+    """``"lam: Coulomb strength λ (...); omega: ..."``: every context parameter of ``system`` with
+    its description (``system.parameters``), for error messages."""
+    parameters = dict(getattr(system, 'parameters', None) or {})
+    names = parameters or {name: '' for name in getattr(system, 'param_names', ())}
+    return '; '.join(f'{name}: {text}' if text else name for name, text in names.items())
+
+
 def check_system(system) -> None:
     """Raises ``ValueError`` naming the missing members if ``system`` does not implement ``System``."""
     missing = [name for name in ('ndim', 'periodic', 'kinetic_scale', 'validate', 'potential_components',

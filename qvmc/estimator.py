@@ -1,7 +1,8 @@
-"""Per-block VMC functions: sampling with walker health, local energies, robust clipping, and the
-one energy-gradient estimator (scores for natural gradients, one VJP otherwise)."""
+"""Per-block VMC functions: sampling with walker health, local energies, robust clipping, the
+one energy-gradient estimator (scores for natural gradients, one VJP otherwise) and the one
+measurement runner built on them."""
 
-from typing import Callable, Dict, NamedTuple, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ from hamiltonians.local_energy import make_local_energy
 from hamiltonians.system import make_log_psi
 from qvmc import parallel, scores
 from qvmc.config import VMCConfig
+from samplers import engine
 from samplers.types import Array, ContextValues, Params, PRNGKey
 
 
@@ -99,6 +101,51 @@ def make_block_functions(wavefunction, system, spins: Tuple[int, int], config: V
         return parallel.chunked_vmap(lambda x: local_energy(params, x, values), config.chunk_size)(walkers)
 
     return BlockFunctions(sample, energies, vjp_fn, score_fn, log_psi)
+
+
+def make_block_runner(fns: BlockFunctions, observe_fn: Optional[Callable] = None) -> Callable:
+    """The measurement engine's runner of one walker block (``samplers.engine.make_runner``).
+
+    The one builder behind ``VMC.runner`` (burn-in), ``Predictor`` and ``Sweep``: each sampler
+    call records the local energy and its components per walker and the acceptance per draw;
+    ``observe_fn`` adds what a caller measures besides (densities, g(r), per-walker observables).
+    Not jitted: wrap it in ``jax.jit(run, static_argnames='num_steps')`` (``jit_block_runner``).
+
+    Args:
+      fns: the block's ``BlockFunctions`` (``make_block_functions``).
+      observe_fn: optional ``observe_fn(walkers [W, N, D], values, *extra) -> (per_walker,
+        per_draw)``: dicts of arrays ``[W, ...]`` and ``[...]`` recorded next to the energies
+        (a name already recorded raises ``ValueError`` at trace time).
+
+    Returns:
+      ``run(rng_key, chain, args, adapt, num_steps)`` with ``args = (params, values, *extra)``;
+      per walker ``{'energy': [W], component: [W], ...}``, per draw ``{'acceptance': [], ...}``.
+    """
+    def step_fn(key, chain, args, adapt):
+        params, values = args[0], args[1]
+        return fns.sample(key, params, chain, values, adapt)
+
+    def record(chain, info, args):
+        params, values, *extra = args
+        e_loc, components = fns.energies(params, chain.walkers, values)
+        per_walker, per_draw = {'energy': e_loc, **components}, {'acceptance': info.acceptance}
+        if observe_fn is not None:
+            more_walker, more_draw = observe_fn(chain.walkers, values, *extra)
+            for recorded, more in ((per_walker, more_walker), (per_draw, more_draw)):
+                clash = sorted(set(recorded) & set(more))
+                if clash:
+                    raise ValueError(f'observe_fn returned {clash}, names the runner records already; rename them.')
+                recorded.update(more)
+        return per_walker, per_draw
+    return engine.make_runner(step_fn, record)
+
+
+def jit_block_runner(wavefunction, system, spins: Tuple[int, int], config: VMCConfig,
+                     observe_fn: Optional[Callable] = None) -> Callable:
+    """``jax.jit`` of ``make_block_runner`` for one particle content (``num_steps`` static): one
+    program per chunk length; new context values never recompile."""
+    fns = make_block_functions(wavefunction, system, spins, config)
+    return jax.jit(make_block_runner(fns, observe_fn), static_argnames='num_steps')
 
 
 class BlockEstimate(NamedTuple):

@@ -14,7 +14,7 @@ from hamiltonians.context import Context
 from hamiltonians.local_energy import make_local_energy
 from hamiltonians.system import make_log_psi
 from qvmc.config import VMCConfig
-from qvmc.estimator import make_block_functions
+from qvmc.estimator import jit_block_runner
 from qvmc.observables import density_counts, normalise_density
 from qvmc.reporting import stats_frame
 from samplers import engine
@@ -130,24 +130,14 @@ class Predictor:
         self._compiled = {}
 
     def _functions(self, spins):
-        if spins in self._compiled:
-            return self._compiled[spins]
-        fns = make_block_functions(self.wavefunction, self.system, spins, self.config)
-        bins = self.density_bins
+        """The jitted runner of ``spins`` (``jit_block_runner``, ``args = (params, values, extent)``),
+        recording the density histogram per draw when ``density_bins``."""
+        if spins not in self._compiled:
+            bins = self.density_bins
 
-        def step_fn(key, chain, args, adapt):
-            params, values, _ = args
-            return fns.sample(key, params, chain, values, adapt)
-
-        def observe_fn(chain, info, args):
-            params, values, extent = args
-            e_loc, comps = fns.energies(params, chain.walkers, values)
-            per_draw = {'acceptance': info.acceptance}
-            if bins:
-                per_draw['density'] = density_counts(chain.walkers, bins, extent)  # [B·B + 1]
-            return {'energy': e_loc, **comps}, per_draw
-
-        self._compiled[spins] = jax.jit(engine.make_runner(step_fn, observe_fn), static_argnames='num_steps')
+            def density(walkers, values, extent):
+                return {}, ({'density': density_counts(walkers, bins, extent)} if bins else {})  # [B·B + 1]
+            self._compiled[spins] = jit_block_runner(self.wavefunction, self.system, spins, self.config, density)
         return self._compiled[spins]
 
     def estimate(self, params: Params, ctx: Context, rng_key: PRNGKey, *, num_walkers: int = 512,

@@ -182,32 +182,34 @@ def plot_transition(x, y, yerr, transition, path: str, xlabel: str = 'λ',
     plt.close(fig)
 
 
-def plot_order_parameters(table: pd.DataFrame, path: str, x: str = 'lam') -> None:
+def plot_order_parameters(table: pd.DataFrame, path: str, x: str = 'lam', xlabel: Optional[str] = None) -> None:
     """Moiré order parameters vs a context parameter (``hamiltonians.moire_order`` columns of a sweep table).
 
     Left: ``honeycomb_order`` Φ and ``honeycomb_contrast`` (1 for a perfect honeycomb); middle: the
     sorted per-site sublattice occupations (two occupied, one empty in the crystal); right:
-    ``structure_factor_k`` S(K)/N. Error bars are the blocking errors.
+    ``structure_factor_k`` S(K)/N. Error bars are the blocking errors. ``xlabel`` names the x axis
+    (default: the column ``x``; e.g. ``hamiltonians.parameter_label(system, 'lam')``).
     """
     table = table.sort_values(x)
+    xlabel = x if xlabel is None else xlabel
     fig, (ax_o, ax_n, ax_s) = plt.subplots(1, 3, figsize=(14, 4))
     labels = (('honeycomb_order', 'Φ = 4|m_K|²'), ('honeycomb_contrast', 'contrast (o₁+o₂)/2 − o₃'))
     for name, label in labels:
         if name in table:
             ax_o.errorbar(table[x], table[name], yerr=table.get(f'{name}_err'), fmt='-o', ms=3, label=label)
-    ax_o.set(xlabel=x, ylabel='order parameter', title='honeycomb order (1: perfect)')
+    ax_o.set(xlabel=xlabel, ylabel='order parameter', title='honeycomb order (1: perfect)')
     ax_o.legend(fontsize=7)
     for i, label in enumerate(('most occupied', 'second', 'least occupied')):
         name = f'occupations_sorted_{i}'
         if name in table:
             ax_n.errorbar(table[x], table[name], yerr=table.get(f'{name}_err'), fmt='-o', ms=3, label=label)
-    ax_n.set(xlabel=x, ylabel='electrons per minimum', title='sublattice occupations (sorted per sample)')
+    ax_n.set(xlabel=xlabel, ylabel='electrons per minimum', title='sublattice occupations (sorted per sample)')
     ax_n.legend(fontsize=7)
     if 'structure_factor_k' in table:
         n = table['N'] if 'N' in table else 1.0
         err = table['structure_factor_k_err'] / n if 'structure_factor_k_err' in table else None
         ax_s.errorbar(table[x], table['structure_factor_k'] / n, yerr=err, fmt='-o', ms=3)
-    ax_s.set(xlabel=x, ylabel='S(K) / N', title='S(K)/N at the moiré K points (honeycomb: 1/4)')
+    ax_s.set(xlabel=xlabel, ylabel='S(K) / N', title='S(K)/N at the moiré K points (honeycomb: 1/4)')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

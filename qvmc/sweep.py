@@ -1,9 +1,10 @@
 """Inference sweeps over contexts without optimization: energies and components with error bars,
 one-body density, pair correlation g(r) and a conditional wavefunction slice, as tidy DataFrames
-(CSV) and energy traces as ArviZ InferenceData (netCDF), written by ``qvmc.reporting``."""
+(CSV) and energy traces as ArviZ InferenceData (netCDF), written by ``qvmc.reporting``; optional
+per-walker observables recorded in the same measurement (``Sweep(observables=fn)``)."""
 
 import time
-from typing import Callable, Dict, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ import samplers
 from hamiltonians.context import Context
 from hamiltonians.system import make_psi
 from qvmc.config import VMCConfig
-from qvmc.estimator import make_block_functions
+from qvmc.estimator import jit_block_runner
 from qvmc.observables import density_counts, density_grid, normalise_density
 from qvmc.reporting import labelled, save_tables, stats_frame, traces_to_arviz
 from samplers import engine
@@ -23,6 +24,24 @@ from samplers.equilibration import BurnInReport
 from samplers.types import Params, PRNGKey
 
 CHANNELS = ('all', 'same', 'opposite')  # pair channels: every pair, equal spins, opposite spins
+OBSERVABLE_PREFIX = 'observable:'  # per-walker trace names of the observables hook inside the runner
+ObservablesFn = Callable[[jnp.ndarray, Context], Mapping[str, jnp.ndarray]]
+
+
+def observable_columns(name: str, trace: np.ndarray) -> Dict[str, float]:
+    """Row entries of one recorded observable ``trace [W, T, ...]`` (chain = walker, draw): ``name``
+    (mean), ``name_err`` (blocking error of the walker-averaged series) and ``name_tau``; a vector
+    observable gives ``name_0``, ``name_1``, … for its components."""
+    trace = np.asarray(trace, np.float64)
+    if trace.ndim > 2:
+        flat = trace.reshape(trace.shape[:2] + (-1,))
+        out = {}
+        for i in range(flat.shape[-1]):
+            out.update(observable_columns(f'{name}_{i}', flat[..., i]))
+        return out
+    with np.errstate(invalid='ignore', divide='ignore'):  # constant traces: τ and R-hat are NaN
+        s = qstats.compute_stats(trace)
+    return {name: s.mean, f'{name}_err': s.error, f'{name}_tau': s.tau}
 
 
 def simulation_cell(system, n_electrons: int) -> Optional[np.ndarray]:
@@ -60,6 +79,7 @@ class ContextMeasurement(NamedTuple):
       traces: ``{'energy': [W, T], component: [W, T]}`` local-energy traces.
       burn_in: the ``BurnInReport`` of this context.
       final: the walkers and step size after measurement (for carrying over).
+      observables: ``{name: [W, T, ...]}`` traces of the ``observables`` hook (empty without one).
     """
     context: Context
     row: Dict[str, object]
@@ -70,6 +90,7 @@ class ContextMeasurement(NamedTuple):
     traces: Dict[str, np.ndarray]
     burn_in: BurnInReport
     final: samplers.ChainState
+    observables: Optional[Dict[str, np.ndarray]] = None
 
 
 class SweepResult(NamedTuple):
@@ -82,7 +103,8 @@ class SweepResult(NamedTuple):
         and ``<component>_per_electron`` with ``_err``; ``burn_in_steps``, ``equilibrated``,
         ``carried_over``, ``acceptance``,
         ``density_outside`` (fraction of electron samples outside the density grid),
-        ``num_walkers``, ``num_steps``, ``seconds``.
+        ``num_walkers``, ``num_steps``, ``seconds``; with an ``observables`` hook, each observable's
+        ``name``, ``name_err``, ``name_tau`` (``observable_columns``; vectors as ``name_0``, …).
       density: ``x``, ``y`` (bin centre), ``density`` (electrons per unit area), ``bin_area``;
         Σ density·bin_area = N·(1 − density_outside).
       pair_correlation: ``channel`` (all / same / opposite spin, ordered pairs), ``r``,
@@ -96,6 +118,8 @@ class SweepResult(NamedTuple):
         into the supercell for periodic systems), ``moved`` (the electron scanned over the grid).
       traces: ``arviz.InferenceData``: posterior variables ``energy`` and components with
         dims ``(chain = walker, draw = step, context)``; coordinates for the context parameters.
+      observables: ``{context label: {name: [W, T, ...]}}`` traces of the ``observables`` hook
+        (contexts where it recorded something; not written by ``save``).
     """
     energies: pd.DataFrame
     density: pd.DataFrame
@@ -103,6 +127,7 @@ class SweepResult(NamedTuple):
     wavefunction_slice: pd.DataFrame
     slice_electrons: pd.DataFrame
     traces: object
+    observables: Optional[Dict[str, Dict[str, np.ndarray]]] = None
 
     def save(self, directory: str) -> Dict[str, str]:
         """Writes the tables as CSV and the traces as netCDF (h5netcdf); returns the paths
@@ -123,10 +148,19 @@ class Sweep:
       slice_bins: the wavefunction slice grid is slice_bins × slice_bins.
       slice_electron: the electron moved in the slice (the others stay at the most probable
         sampled configuration).
+      observables: optional ``observables(x [N, D], ctx) -> {name: array}``, a pure, jit-safe
+        function of one walker, vmapped over the walkers and called at every measurement draw
+        inside the jitted recording step. ``ctx`` is a ``Context`` whose particle content is
+        static and whose parameters are traced scalars (``ctx['lam']``; ``ctx.values`` and
+        ``ctx.label()`` need host values and fail there). Return ``{}`` to record nothing for a
+        particle content. The results are stored as ``(chain = walker, draw)`` traces
+        (``ContextMeasurement.observables``) and reduced like the energies: mean, blocking error,
+        τ_int (``observable_columns``) in the energies table.
     """
 
     def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), *, density_bins: int = 48,
-                 pair_bins: int = 40, slice_bins: int = 40, slice_electron: int = 0):
+                 pair_bins: int = 40, slice_bins: int = 40, slice_electron: int = 0,
+                 observables: Optional[ObservablesFn] = None):
         from qvmc.vmc import check_geometry
         check_geometry(wavefunction, system, 'Sweep')
         for name, v in (('density_bins', density_bins), ('pair_bins', pair_bins), ('slice_bins', slice_bins)):
@@ -134,38 +168,42 @@ class Sweep:
                 raise ValueError(f'{name} must be > 0, got {v}.')
         self.wavefunction, self.system, self.config = wavefunction, system, config
         self.density_bins, self.pair_bins, self.slice_bins = density_bins, pair_bins, slice_bins
+        if observables is not None and not callable(observables):
+            raise ValueError(f'observables must be a function (x [N, D], ctx) -> {{name: array}} or None, '
+                             f'got {type(observables).__name__}.')
         self.slice_electron = slice_electron
+        self.observable_fn = observables
         self._compiled = {}
 
     def _functions(self, spins):
+        """``(run, batch_psi, cell)`` of ``spins``: the jitted runner (``jit_block_runner``, ``args =
+        (params, values, extent, r_max)``) recording the histograms per draw and the observables
+        hook per walker, the batched ψ of the slice and the periodic cell (or None)."""
         if spins in self._compiled:
             return self._compiled[spins]
-        fns = make_block_functions(self.wavefunction, self.system, spins, self.config)
         cell = simulation_cell(self.system, sum(spins))
         bins, pbins = self.density_bins, self.pair_bins
         up = np.arange(sum(spins)) < spins[0]
         off = ~np.eye(sum(spins), dtype=bool)
         masks = jnp.asarray(np.stack([off, off & (up[:, None] == up[None, :]), off & (up[:, None] != up[None, :])]))
+        hook = self.observable_fn
 
-        def histograms(x, extent, r_max):
-            density = density_counts(x, bins, extent, cell)
-            r = _pair_distances(x, cell)
+        def observe(walkers, values, extent, r_max):
+            density = density_counts(walkers, bins, extent, cell)
+            r = _pair_distances(walkers, cell)
             rbin = jnp.where(r < r_max, jnp.floor(r / r_max * pbins).astype(jnp.int32), pbins)
             pair = jax.vmap(lambda m: jnp.bincount(jnp.where(m, rbin, pbins).ravel(), length=pbins + 1))(masks)
-            return density, pair
+            per_walker = {}
+            if hook is not None:
+                ctx = Context(spins[0], spins[1], tuple(sorted(values.items())))  # parameters traced
+                out = jax.vmap(lambda x: hook(x, ctx))(walkers)
+                if not isinstance(out, Mapping):
+                    raise ValueError(f'observables must return a dict {{name: array}}, got {type(out).__name__}.')
+                per_walker = {OBSERVABLE_PREFIX + name: value for name, value in out.items()}  # [W, ...]
+            return per_walker, {'density': density, 'pair': pair}
 
-        def step_fn(key, chain, args, adapt):
-            params, values, _, _ = args
-            return fns.sample(key, params, chain, values, adapt)
-
-        def observe_fn(chain, info, args):
-            params, values, extent, r_max = args
-            e_loc, comps = fns.energies(params, chain.walkers, values)
-            density, pair = histograms(chain.walkers, extent, r_max)
-            return {'energy': e_loc, **comps}, {'acceptance': info.acceptance, 'density': density, 'pair': pair}
-
+        run = jit_block_runner(self.wavefunction, self.system, spins, self.config, observe)
         batch_psi = jax.vmap(make_psi(self.wavefunction, self.system, spins), in_axes=(None, 0, None))
-        run = jax.jit(engine.make_runner(step_fn, observe_fn), static_argnames='num_steps')
         self._compiled[spins] = (run, jax.jit(batch_psi), cell)
         return self._compiled[spins]
 
@@ -212,7 +250,10 @@ class Sweep:
             r_max = 2.0 * extent if cell is None else inscribed_radius(cell)
         args = (params, values, jnp.asarray(extent, dtype), jnp.asarray(r_max, dtype))
         chain, measured = engine.sample(run, key_measure, chain, args, num_draws=num_steps, chunk=burn_in_chunk)
-        traces = {k: np.asarray(v, np.float64) for k, v in measured.per_walker.items()}  # [W, T]
+        traces = {k: np.asarray(v, np.float64) for k, v in measured.per_walker.items()
+                  if not k.startswith(OBSERVABLE_PREFIX)}  # [W, T]
+        observed = {k[len(OBSERVABLE_PREFIX):]: np.asarray(v) for k, v in measured.per_walker.items()
+                    if k.startswith(OBSERVABLE_PREFIX)}  # [W, T, ...]
         if not all(np.all(np.isfinite(t)) for t in traces.values()):
             raise FloatingPointError(f'Non-finite local energies while measuring {ctx.label()}.')
         samples = traces['energy'].size  # walker samples, each with N electrons
@@ -223,11 +264,14 @@ class Sweep:
         row = self._energy_row(ctx, traces, report, carried, float(np.mean(acc)), time.time() - start)
         density, area, row['density_outside'] = normalise_density(counts, samples, ctx.n_electrons,
                                                                   self.density_bins, extent, cell)
+        for name in sorted(observed):
+            row.update(observable_columns(name, observed[name]))
         labels = {'context': ctx.label(), **ctx.as_dict()}
         frames = (self._density_frame(density, area, extent, cell, labels),
                   self._pair_frame(pair_counts, samples, r_max, cell, ctx, labels))
         slice_frame, electrons = self._slice(params, ctx, chain.walkers, batch_psi, extent, cell, labels)
-        return ContextMeasurement(ctx, row, frames[0], frames[1], slice_frame, electrons, traces, report, chain)
+        return ContextMeasurement(ctx, row, frames[0], frames[1], slice_frame, electrons, traces, report, chain,
+                                  observed)
 
     def _energy_row(self, ctx, traces, report, carried, acceptance, seconds):
         n = ctx.n_electrons
@@ -318,4 +362,6 @@ class Sweep:
                          f'{r["seconds"]:.1f} s')
         tables = {name: pd.concat([getattr(r, name) for r in results], ignore_index=True)
                   for name in ('density', 'pair_correlation', 'wavefunction_slice', 'slice_electrons')}
-        return SweepResult(stats_frame(r.row for r in results), traces=traces_to_arviz(results), **tables)
+        observables = {r.context.label(): r.observables for r in results if r.observables}
+        return SweepResult(stats_frame(r.row for r in results), traces=traces_to_arviz(results),
+                           observables=observables, **tables)

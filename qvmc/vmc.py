@@ -2,10 +2,10 @@
 (``samplers.engine``) for a family of contexts: initialization, jitted steps, context
 re-assignment and burn-in."""
 
+import warnings
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -14,7 +14,8 @@ from hamiltonians.context import Context
 from hamiltonians.system import check_system, make_log_psi  # noqa: F401  (make_log_psi: re-exported)
 from qvmc import parallel
 from qvmc.config import VMCConfig
-from qvmc.estimator import BlockFunctions, clipped_energies, make_block_functions  # noqa: F401
+from qvmc.estimator import (BlockFunctions, clipped_energies, jit_block_runner, make_block_functions,  # noqa: F401
+                            make_block_runner)  # make_block_runner: re-exported (it lived here in 0.2)
 from qvmc.state import StepInfo, TaskStats, TrainState  # noqa: F401  (re-exported)
 from qvmc.step import init_state, make_train_step
 from samplers import engine
@@ -36,20 +37,6 @@ def count_traces(fn: Callable) -> Callable:
 def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VMCConfig) -> BlockFunctions:
     """Deprecated name of ``qvmc.estimator.make_block_functions``."""
     return make_block_functions(wavefunction, system, spins, config)
-
-
-def make_block_runner(fns: BlockFunctions) -> Callable:
-    """The measurement engine's runner for one block: ``args = (params, values)``; records the
-    local energy and its components per walker and the acceptance per draw."""
-    def step_fn(key, chain, args, adapt):
-        params, values = args
-        return fns.sample(key, params, chain, values, adapt)
-
-    def observe_fn(chain, info, args):
-        params, values = args
-        e_loc, components = fns.energies(params, chain.walkers, values)
-        return {'energy': e_loc, **components}, {'acceptance': info.acceptance}
-    return engine.make_runner(step_fn, observe_fn)
 
 
 def check_geometry(wavefunction, system, where: str) -> None:
@@ -142,20 +129,29 @@ class VMC:
         return state.contexts
 
     def runner(self, spins: Tuple[int, int]) -> Callable:
-        """The jitted measurement-engine runner of one particle content (``make_block_runner``)."""
+        """The jitted measurement-engine runner of one particle content
+        (``qvmc.estimator.jit_block_runner``, ``args = (params, values)``)."""
         spins = tuple(spins)
         if spins not in self._runners:
-            fns = make_block_functions(self.wavefunction, self.system, spins, self.config)
-            self._runners[spins] = jax.jit(make_block_runner(fns), static_argnames='num_steps')
+            self._runners[spins] = jit_block_runner(self.wavefunction, self.system, spins, self.config)
         return self._runners[spins]
 
-    def burn_in(self, rng_key: PRNGKey, state: TrainState, num_steps: int) -> TrainState:
-        """Moves walkers ``num_steps`` sampler calls (with step-size adaptation), parameters fixed."""
+    def run_mcmc(self, rng_key: PRNGKey, state: TrainState, num_steps: int) -> TrainState:
+        """Moves every block's walkers exactly ``num_steps`` sampler calls (step sizes adapted,
+        parameters fixed), with no equilibration check; ``equilibrate`` runs until the check passes."""
         chains = list(state.chains)
         for i, spins in enumerate(state.spins):
             chains[i], _ = self.runner(spins)(jax.random.fold_in(rng_key, i), chains[i],
                                               (state.params, state.values[i]), True, num_steps=num_steps)
         return state._replace(chains=tuple(chains))
+
+    def burn_in(self, rng_key: PRNGKey, state: TrainState, num_steps: int) -> TrainState:
+        """Deprecated name of ``run_mcmc`` (a fixed number of sampler calls; for burn-in until
+        equilibrated use ``equilibrate``)."""
+        warnings.warn('VMC.burn_in(key, state, num_steps) is deprecated: use VMC.run_mcmc (the same fixed '
+                      'number of sampler calls) or VMC.equilibrate (until the equilibration check passes).',
+                      DeprecationWarning, stacklevel=2)
+        return self.run_mcmc(rng_key, state, num_steps)
 
     def reassign(self, rng_key: PRNGKey, state: TrainState, contexts: Sequence[Context],
                  total_walkers: int = None) -> Tuple[TrainState, samplers.Assignment]:
@@ -208,4 +204,3 @@ class VMC:
 def host_stats(info: StepInfo) -> StepInfo:
     """``info`` fetched to the host as numpy scalars (one transfer for the whole step)."""
     return jax.tree.map(np.asarray, jax.device_get(info))
-

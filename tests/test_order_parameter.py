@@ -181,3 +181,38 @@ def test_observable_columns_error_bars():
     assert set(vector) == {'occ_0', 'occ_0_err', 'occ_0_tau', 'occ_1', 'occ_1_err', 'occ_1_tau'}
     assert vector['occ_1'] == pytest.approx(2 * vector['occ_0'])
     assert observable_columns('c', np.ones((4, 8)))['c_err'] == 0.0
+
+
+@pytest.mark.filterwarnings('ignore:invalid value encountered:RuntimeWarning')  # R-hat of constant traces
+def test_observable_sweep_records_on_the_measurement_draws(tmp_path, monkeypatch):
+    """``ObservableSweep`` feeds ``Sweep``'s observables hook: one sampling pass per context (the measurement),
+    order parameters recorded on its draws, columns and traces as before, the row from the traces."""
+    import ansatz
+    from qvmc import VMCConfig
+    from qvmc import sweep as sweep_module
+    from qvmc.order_sweep import ObservableSweep
+    system = MoireSystem(coulomb=False)
+    wf = ansatz.make_plane_wave_slater(system.network_lattice(6), allow_open_shell=True)
+    config = VMCConfig(mcmc_substeps=3, kinetic_method='hessian')
+    sweep = ObservableSweep(wf, system, config, observables=moire_order_observables(system), density_bins=6,
+                            pair_bins=4, slice_bins=4)
+    passes, real_sample = [], sweep_module.engine.sample
+    monkeypatch.setattr(sweep_module.engine, 'sample', lambda *a, **k: passes.append(1) or real_sample(*a, **k))
+    contexts = [system.context(6, 0, lam=0.5), system.context(6, 0, lam=1.5)]
+    result = sweep.run({}, contexts, jax.random.PRNGKey(0), num_walkers=16, num_steps=10, burn_in_chunk=5,
+                       min_burn_in=10, max_burn_in=20)
+    assert len(passes) == len(contexts)  # no second sampling pass
+    row = result.energies.iloc[0]
+    assert row['observable_steps'] == row['num_steps'] == 10 and row['observable_acceptance'] == row['acceptance']
+    traces = sweep.observable_traces[contexts[0].label()]
+    assert sorted(traces) == sorted(mo.OBSERVABLES)
+    for name, shape in mo.OBSERVABLES.items():
+        assert traces[name].shape == (16, 10) + shape
+    for column, value in observable_columns('honeycomb_order', traces['honeycomb_order']).items():
+        assert row[column] == pytest.approx(value, nan_ok=True)
+    np.testing.assert_allclose(result.energies['occupations_0'] + result.energies['occupations_1']
+                               + result.energies['occupations_2'], 2.0)  # Σ_s o_s = 3ν
+    sweep.save_observable_traces(str(tmp_path / 'order.npz'))
+    assert f'{contexts[1].label()}/honeycomb_order' in np.load(tmp_path / 'order.npz').files
+    with pytest.warns(DeprecationWarning, match='observable_steps'):
+        ObservableSweep(wf, system, config, observables=moire_order_observables(system), observable_steps=10)

@@ -169,6 +169,26 @@ def test_bad_context_raises(kwargs, match):
         QuantumDot().context(**kwargs)
 
 
+def test_context_parameters_are_described():
+    """``lam`` keeps its key but says what it is: the Coulomb strength of the dot, the moiré depth of the
+    moiré system; descriptions name every parameter, feed the error messages and the axis labels."""
+    from hamiltonians import Context, MoireSystem, describe_parameters, parameter_label
+    dot, moire = QuantumDot(), MoireSystem()
+    assert tuple(dot.parameters) == dot.param_names == ('lam', 'omega') and tuple(moire.parameters) == ('lam',)
+    assert parameter_label(dot, 'lam') == 'Coulomb strength λ' and parameter_label(dot, 'omega') == 'trap frequency ω'
+    assert parameter_label(moire, 'lam') == 'moiré depth λ' and parameter_label(moire, 'x') == 'x'
+    with pytest.raises(ValueError, match='Coulomb strength λ'):
+        dot.context(1, 1, lam=-1.0)
+    with pytest.raises(ValueError, match='moiré depth λ'):
+        moire.context(6, lam=-1.0)
+    with pytest.raises(ValueError, match=r"exactly the parameters \('lam', 'omega'\) \(lam: Coulomb strength λ .*; "
+                                         r'omega: trap frequency ω'):
+        dot.validate(Context.make(1, 1, lam=1.0))
+    assert describe_parameters(moire).startswith('lam: moiré depth λ (')
+    with pytest.raises(TypeError):
+        dot.parameters['lam'] = 'changed'  # read-only
+
+
 def test_bad_walkers_and_sizes_raise():
     """Wrong walker shape, zero walkers and bad configs raise ValueError with a message."""
     dot = QuantumDot()

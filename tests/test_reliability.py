@@ -32,53 +32,16 @@ TINY = FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, h
 NUM_STEPS = 12
 STOP_AT = 5  # the worker pauses after logging this step; SIGTERM arrives during the pause
 
-WORKER = r'''
-import os, sys, time
-os.environ['JAX_PLATFORMS'] = 'cpu'
-import jax
-jax.config.update('jax_enable_x64', True)
-jax.config.update('jax_disable_most_optimizations', True)
-jax.config.update('jax_compilation_cache_dir', sys.argv[2])  # later processes skip compilation
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
-import optax
-from ansatz import FermiSetsConfig, make_fermi_sets
-from hamiltonians import QuantumDot
-from qvmc import VMC, VMCConfig
-from qvmc.schedule import BlockwiseSchedule
-from qvmc.train import TrainingInterrupted, train
-
-run_dir, num_steps = sys.argv[1], int(sys.argv[3])
-pause_at = int(os.environ.get('PAUSE_AT_STEP', '0'))
-
-def log(line):
-    print(line, flush=True)
-    if pause_at and line.startswith(f'step {pause_at:2d}/'):
-        open(os.path.join(run_dir, 'PAUSED'), 'w').close()
-        time.sleep(5.0)  # the signal arrives here; the loop stops before the next step
-
-dot = QuantumDot()
-sched = BlockwiseSchedule(dot.context(1, 1), 'lam', (0.0, 4.0), block_length=4, num_contexts=2, seed=3)
-vmc = VMC(make_fermi_sets(FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)),
-          dot, sched.contexts_at(0), optax.adam(1e-2),
-          VMCConfig(num_walkers=16, mcmc_substeps=3, kinetic_method='hessian'))
-key = jax.random.PRNGKey(7)
-try:
-    train(vmc, vmc.init(key), key, num_steps, run_dir=run_dir, checkpoint_every=4, keep_checkpoints=2,
-          schedule=sched, burn_in_options=dict(chunk=4, min_steps=8, max_steps=24), log_every=1, print_fn=log)
-except TrainingInterrupted as stop:
-    print(f'stopped at step {stop.step}; re-run the same command to resume', flush=True)
-    sys.exit(stop.exit_code)
-print('FINISHED', flush=True)
-'''
+WORKER = os.path.join(ROOT, 'tests', '_train_worker.py')  # the shared training worker
+WORKER_FLAGS = ['--block-length', '4', '--checkpoint-every', '4']
 
 
 def _start(worker, run_dir, cache, **env_extra):
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
                **env_extra)
     log = open(run_dir + '.log', 'a')
-    return subprocess.Popen([sys.executable, worker, run_dir, cache, str(NUM_STEPS)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, worker, run_dir, cache, str(NUM_STEPS), *WORKER_FLAGS], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
 
 
 def _leaves(run_dir):
@@ -88,9 +51,7 @@ def _leaves(run_dir):
 
 
 def test_sigterm_stops_cleanly_then_resume_matches_uninterrupted_run(tmp_path):
-    worker = str(tmp_path / 'worker.py')
-    with open(worker, 'w') as f:
-        f.write(WORKER)
+    worker = WORKER
     cache = str(tmp_path / 'jax_cache')
     reference, run = str(tmp_path / 'reference'), str(tmp_path / 'stopped')
     p = _start(worker, reference, cache)

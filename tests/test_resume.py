@@ -25,54 +25,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
 NUM_STEPS = 12
 
-WORKER = r'''
-import os, sys, time
-os.environ['JAX_PLATFORMS'] = 'cpu'
-import jax
-jax.config.update('jax_enable_x64', True)
-jax.config.update('jax_disable_most_optimizations', True)
-jax.config.update('jax_compilation_cache_dir', sys.argv[2])  # later processes skip compilation
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
-import optax
-from ansatz import FermiSetsConfig, make_fermi_sets
-from hamiltonians import QuantumDot
-from qvmc import VMC, VMCConfig, checkpoint
-from qvmc.schedule import BlockwiseSchedule
-from qvmc.train import train
-
-run_dir, num_steps = sys.argv[1], int(sys.argv[3])
-pause_at = int(os.environ.get('PAUSE_IN_SAVE_AT', '0'))
-if pause_at:  # stop inside the pause_at-th checkpoint write, half of it on disk
-    original, calls = checkpoint._write, [0]
-    def paused_write(f, data):
-        calls[0] += 1
-        if calls[0] == pause_at:
-            f.write(data[:len(data) // 2])
-            f.flush()
-            open(os.path.join(run_dir, 'PAUSED'), 'w').close()
-            time.sleep(600)
-        original(f, data)
-    checkpoint._write = paused_write
-dot = QuantumDot()
-sched = BlockwiseSchedule(dot.context(1, 1), 'lam', (0.0, 4.0), block_length=4, num_contexts=2, seed=3)
-vmc = VMC(make_fermi_sets(FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)),
-          dot, sched.contexts_at(0), optax.adam(1e-2),
-          VMCConfig(num_walkers=16, mcmc_substeps=3, kinetic_method='hessian'))
-key = jax.random.PRNGKey(7)
-train(vmc, vmc.init(key), key, num_steps, run_dir=run_dir, checkpoint_every=2, keep_checkpoints=2,
-      schedule=sched, burn_in_options=dict(chunk=4, min_steps=8, max_steps=24), log_every=1,
-      print_fn=lambda line: print(line, flush=True))
-print('FINISHED', flush=True)
-'''
+WORKER = os.path.join(ROOT, 'tests', '_train_worker.py')  # the shared training worker
+WORKER_FLAGS = ['--block-length', '4', '--checkpoint-every', '2']
 
 
 def _start(worker, run_dir, cache, **env_extra):
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
                **env_extra)
     log = open(os.path.join(os.path.dirname(run_dir), os.path.basename(run_dir) + '.log'), 'a')
-    return subprocess.Popen([sys.executable, worker, run_dir, cache, str(NUM_STEPS)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, worker, run_dir, cache, str(NUM_STEPS), *WORKER_FLAGS], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
 
 
 def _wait_for(predicate, process, timeout=300.0):
@@ -113,9 +75,7 @@ def _flat(payload):
 
 
 def test_sigkill_anywhere_then_resume_matches_uninterrupted_run(tmp_path):
-    worker = str(tmp_path / 'worker.py')
-    with open(worker, 'w') as f:
-        f.write(WORKER)
+    worker = WORKER
     cache = str(tmp_path / 'jax_cache')
     reference, run = str(tmp_path / 'reference'), str(tmp_path / 'killed')
 

@@ -134,6 +134,20 @@ def test_vmc_rejects_bad_setup():
         dot.context(1, 1, lam=1.0, omega=0.0)
 
 
+def test_run_mcmc_and_deprecated_burn_in():
+    """``run_mcmc`` moves walkers a fixed number of sampler calls; ``burn_in`` is its deprecated alias."""
+    dot = QuantumDot()
+    vmc = VMC(make_noninteracting_dot(), dot, [dot.context(1, 1, lam=0.0)], optax.adam(1e-3),
+              VMCConfig(num_walkers=8, mcmc_substeps=2, kinetic_method='hessian'))
+    key = jax.random.PRNGKey(0)
+    state = vmc.init(key)
+    moved = vmc.run_mcmc(key, state, 3)
+    assert not np.array_equal(moved.chains[0].walkers, state.chains[0].walkers)
+    with pytest.warns(DeprecationWarning, match='VMC.run_mcmc'):
+        old = vmc.burn_in(key, state, 3)
+    np.testing.assert_array_equal(old.chains[0].walkers, moved.chains[0].walkers)
+
+
 @pytest.mark.slow
 def test_two_electrons_reach_exact_energy():
     """N = 2 (singlet), ω = 1, λ = 1: training reaches E = 3 (exact) within 2e-3.
@@ -148,7 +162,7 @@ def test_two_electrons_reach_exact_energy():
     sched = optax.warmup_cosine_decay_schedule(0.0, 3e-3, 30, 400, end_value=1e-4)
     vmc = VMC(wf, dot, [ctx], optax.chain(optax.clip_by_global_norm(1.0), optax.adam(sched)), config)
     key = jax.random.PRNGKey(0)
-    state = vmc.burn_in(key, vmc.init(key), 10)
+    state = vmc.run_mcmc(key, vmc.init(key), 10)
     state = train(vmc, state, key, 400, print_fn=None)
     est = Predictor(wf, dot, config, density_bins=0).estimate(state.params, ctx, jax.random.PRNGKey(1),
                                                               num_walkers=512, num_steps=100)

@@ -1,5 +1,7 @@
 """The VMC step with natural-gradient optimizers and micro-batching: agreement, rejection, convergence."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +26,19 @@ def _one_step(optimizer, contexts, chunk_size, num_walkers=12):
     return state, new_state, info
 
 
+# One step per (optimizer, chunk size) on (1,1) and (2,1) contexts, shared by the tests below: each is
+# a separately compiled program, the dominant cost of this file.
+OPTIMIZERS = {'sgd': lambda: optax.sgd(0.1), 'sr': lambda: natgrad.sr(0.1, 1e-2),
+              'minsr': lambda: natgrad.minsr(0.1, 1e-2)}
+
+
+@functools.lru_cache(maxsize=None)
+def _two_content_step(name, chunk_size):
+    dot = QuantumDot()
+    contexts = [dot.context(1, 1, lam=1.0), dot.context(2, 1, lam=3.0)]
+    return _one_step(OPTIMIZERS[name](), contexts, chunk_size)
+
+
 def _max_rel_diff(a, b):
     fa, fb = jax.flatten_util.ravel_pytree(a)[0], jax.flatten_util.ravel_pytree(b)[0]
     return float(jnp.max(jnp.abs(fa - fb)) / jnp.max(jnp.abs(fb)))
@@ -32,11 +47,8 @@ def _max_rel_diff(a, b):
 @pytest.mark.parametrize('name', ['sgd', 'minsr'])
 def test_micro_batched_step_equals_unbatched(name):
     """Chunks of 5 walkers (12 per context, a remainder included) give the same update."""
-    dot = QuantumDot()
-    contexts = [dot.context(1, 1, lam=1.0), dot.context(2, 1, lam=3.0)]
-    make = {'sgd': lambda: optax.sgd(1e-2), 'minsr': lambda: natgrad.minsr(1e-2, 1e-3)}[name]
-    _, whole, info_whole = _one_step(make(), contexts, None)
-    _, split, info_split = _one_step(make(), contexts, 5)
+    _, whole, info_whole = _two_content_step(name, None)
+    _, split, info_split = _two_content_step(name, 5)
     assert info_whole.accepted and info_split.accepted
     assert float(info_split.loss) == pytest.approx(float(info_whole.loss), rel=1e-12)
     assert _max_rel_diff(split.params, whole.params) < 1e-10
@@ -45,11 +57,9 @@ def test_micro_batched_step_equals_unbatched(name):
 def test_sr_and_minsr_steps_agree_across_contexts_of_different_n():
     """One solve over rows of (1,1) and (2,1) walkers, centred per context: SR (parameter space)
     and minSR (sample space) give the same parameters; both differ from plain SGD."""
-    dot = QuantumDot()
-    contexts = [dot.context(1, 1, lam=1.0), dot.context(2, 1, lam=3.0)]
-    start, sr_state, _ = _one_step(natgrad.sr(0.1, 1e-2), contexts, None)
-    _, minsr_state, _ = _one_step(natgrad.minsr(0.1, 1e-2), contexts, None)
-    _, sgd_state, _ = _one_step(optax.sgd(0.1), contexts, None)
+    start, sr_state, _ = _two_content_step('sr', None)
+    _, minsr_state, _ = _two_content_step('minsr', None)
+    _, sgd_state, _ = _two_content_step('sgd', None)
     step_sr = jax.tree.map(jnp.subtract, sr_state.params, start.params)
     step_minsr = jax.tree.map(jnp.subtract, minsr_state.params, start.params)
     step_sgd = jax.tree.map(jnp.subtract, sgd_state.params, start.params)
@@ -94,7 +104,7 @@ def test_minsr_reaches_exact_two_electron_energy_before_adam():
     steps = {}
     for name, optimizer in (('adam', optax.adam(3e-3)), ('minsr', natgrad.minsr(0.05, 1e-3, max_norm=1e-2))):
         vmc = VMC(wf, dot, [ctx], optimizer, config)
-        state = vmc.burn_in(jax.random.PRNGKey(1), vmc.init(jax.random.PRNGKey(0)), 20)
+        state = vmc.run_mcmc(jax.random.PRNGKey(1), vmc.init(jax.random.PRNGKey(0)), 20)
         energies = []
         for t in range(150):
             state, info = vmc.step(jax.random.PRNGKey(10 + t), state)
