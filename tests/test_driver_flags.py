@@ -29,6 +29,13 @@ def no_jax_compilation():
 
 # (argv, flag, bad token): stderr must name both.
 DOT_BAD = [
+    (['--optimizer', 'lbfgs'], '--optimizer', "'lbfgs'"),
+    (['--optimizer', 'minsr', '--diag-shift', '0'], '--diag-shift', "'0'"),
+    (['--optimizer', 'minsr', '--diag-shift', 'nan'], '--diag-shift', "'nan'"),
+    (['--optimizer', 'minsr', '--max-norm', '-1'], '--max-norm', "'-1'"),
+    (['--optimizer', 'spring', '--momentum', '1'], '--momentum', "'1.0'"),
+    (['--optimizer', 'spring', '--momentum', '-0.1'], '--momentum', "'-0.1'"),
+    (['--substeps', '0'], '--substeps', "'0'"),
     (['--lr', 'nan'], '--lr', "'nan'"),
     (['--lr', '-1'], '--lr', "'-1'"),
     (['--lr', '0'], '--lr', "'0'"),
@@ -342,3 +349,9 @@ def test_count_rejected_inputs():
     total = len(DOT_BAD) + len(MOIRE_BAD)
     print(f'rejected inputs covered: {len(DOT_BAD)} quantum dot + {len(MOIRE_BAD)} moiré = {total}')
     assert len(DOT_BAD) >= 50 and len(MOIRE_BAD) >= 50
+
+
+def test_quantum_dot_learning_rate_default_follows_the_optimizer():
+    assert quantum_dot_foundation.parse_args([]).lr == 3e-3
+    assert quantum_dot_foundation.parse_args(['--optimizer', 'minsr']).lr == 0.05
+    assert quantum_dot_foundation.parse_args(['--optimizer', 'spring', '--lr', '0.02']).lr == 0.02

@@ -90,7 +90,7 @@ def test_oscillator_ground_state_r2(name):
     predictor = Predictor(make_noninteracting_dot(), dot, VMCConfig(sampler=name, mcmc_substeps=4),
                           density_bins=0)
     est = predictor.estimate({}, dot.context(3, 3, lam=0.0), jax.random.PRNGKey(1), num_walkers=128,
-                             num_steps=150, burn_in_chunk=25, min_burn_in=50, max_burn_in=200)
+                             num_steps=80, burn_in_chunk=25, min_burn_in=50, max_burn_in=200)
     trap = est.components['trap']
     assert abs(trap.mean - 5.0) < 4 * trap.error, (name, trap)
     assert abs(est.energy.mean - 10.0) < 1e-8
