@@ -212,3 +212,14 @@ def test_shipped_model_reproduces_its_card():
                              num_walkers=r.get('num_walkers') or 256, num_steps=r.get('num_steps') or 200)
         sigma = math.hypot(est.energy.error, r['energy_err'])
         assert abs(est.energy.mean - r['energy']) < 5 * sigma, (r, est.energy)
+
+
+def test_shipped_foundation_model_loads_and_matches_the_code():
+    """The model in models/ loads by name; its parameter shapes are the ones the stored config builds
+    (checked by load) and its training set is the documented one."""
+    assert 'foundation_polarized' in pretrained.available()
+    model = pretrained.load('foundation_polarized')
+    assert model.spin_sector == 'polarized'
+    assert sum(int(np.size(p)) for p in jax.tree.leaves(model.params)) == 29111
+    trained = {(c['n_up'] + c['n_down'], c['lam']) for c in model.metadata['training_set']['contexts']}
+    assert trained == {(n, lam) for n in (6, 8, 10) for lam in (0.0, 1.0, 2.0, 5.0, 8.0, 10.0)}

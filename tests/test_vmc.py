@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pandas as pd
 import pytest
 
 from ansatz import FermiSetsConfig, make_fermi_sets, make_noninteracting_dot
@@ -34,8 +33,8 @@ def test_step_traces_once_per_particle_content():
     for t in range(3):
         state, info = vmc.step(jax.random.PRNGKey(t), state)
         assert info.accepted and np.isfinite(info.loss)
-    state, _ = vmc.reassign(jax.random.PRNGKey(7), state, [dot.context(1, 1, lam=2.0), dot.context(1, 1, lam=3.0),
-                                                          dot.context(2, 0, lam=5.0)])
+    new_contexts = [dot.context(1, 1, lam=2.0), dot.context(1, 1, lam=3.0), dot.context(2, 0, lam=5.0)]
+    state, _ = vmc.reassign(jax.random.PRNGKey(7), state, new_contexts)
     state, info = vmc.step(jax.random.PRNGKey(9), state)
     assert vmc.num_step_traces == 1
     assert state.step == 4 and state.num_rejected == 0
