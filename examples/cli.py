@@ -242,3 +242,23 @@ def check(parser, function, *args, **kwargs):
         return function(*args, **kwargs)
     except (argparse.ArgumentTypeError, ValueError) as err:
         parser.error(str(err))
+
+
+def make_optimizer(args):
+    """The drivers' optimizer from their flags: Adam (global-norm clipping, linear warm-up, cosine decay
+    to 5 % of ``--lr``) or a natural gradient (``qvmc.natgrad`` sr/minsr/spring; warm-up from 10 % to
+    ``--lr``, cosine decay back to 10 %; the schedule runs in float64, the natural gradient's precision)."""
+    import optax  # the flag helpers above stay importable without JAX
+
+    from qvmc import natgrad
+    warmup = min(50, args.steps // 5 + 1)
+    steps = max(args.steps, 1)
+    if args.optimizer == 'adam':
+        lr = optax.warmup_cosine_decay_schedule(0.0, args.lr, warmup, steps, end_value=args.lr * 0.05)
+        return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
+    lr = optax.warmup_cosine_decay_schedule(args.lr * 0.1, args.lr, warmup, steps, end_value=args.lr * 0.1)
+    if args.optimizer == 'sr':
+        return natgrad.sr(lr, args.diag_shift, max_norm=args.max_norm, solver='cg', cg_maxiter=100)
+    if args.optimizer == 'minsr':
+        return natgrad.minsr(lr, args.diag_shift, max_norm=args.max_norm)
+    return natgrad.spring(lr, args.diag_shift, args.momentum, max_norm=args.max_norm)

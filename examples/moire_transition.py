@@ -36,7 +36,6 @@ import time
 
 import jax
 import numpy as np
-import optax
 import pandas as pd
 
 from ansatz.psiformer import PsiFormerConfig
@@ -46,7 +45,7 @@ from ansatz.slater_jastrow import SlaterJastrowConfig
 from hamiltonians.moire import MoireSystem
 from hamiltonians.moire_order import sublattice_geometry
 from hamiltonians.system import parameter_label
-from qvmc import VMC, VMCConfig, natgrad, plotting
+from qvmc import VMC, VMCConfig, plotting
 from qvmc.runtime import enable_compilation_cache
 from qvmc.analysis import transition_from_sweep
 from qvmc.order_sweep import ObservableSweep, moire_order_observables
@@ -54,8 +53,8 @@ from qvmc.schedule import BlockwiseSchedule
 from qvmc.train import CHECKPOINT_NAME, TrainingInterrupted, load_history, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
-from cli import (check, finite_float, int_at_least, nonnegative_float, nonnegative_int, parse_burn_in,  # noqa: E402
-                 parse_interval, parse_stages, positive_float, positive_int)
+from cli import (check, finite_float, int_at_least, make_optimizer, nonnegative_float, nonnegative_int,  # noqa: E402
+                 parse_burn_in, parse_interval, parse_stages, positive_float, positive_int)
 
 STEPS_WHY = 'the warmup-cosine learning-rate schedule needs at least two steps'
 MIN_SWEEP_POINTS = 5  # the transition fit needs two straight branches of ≥ 2 points each, plus one
@@ -255,21 +254,6 @@ def parse_args(argv=None):
                        metavar=('CHUNK', 'MIN', 'MAX'),
                        help='equilibration: CHUNK ≥ 4, 0 ≤ MIN ≤ MAX, MAX ≥ 2·CHUNK')
     return validate_args(p.parse_args(argv), p)
-
-
-def make_optimizer(args):
-    """Adam (global-norm clipping, warm-up + cosine decay) or a natural gradient (warm-up from 10 % of the
-    peak, cosine decay to 10 %; the lr schedule runs in float64, the natural gradient's precision)."""
-    warmup = min(50, args.steps // 5 + 1)
-    if args.optimizer == 'adam':
-        lr = optax.warmup_cosine_decay_schedule(0.0, args.lr, warmup, max(args.steps, 1), end_value=args.lr * 0.05)
-        return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
-    lr = optax.warmup_cosine_decay_schedule(args.lr * 0.1, args.lr, warmup, args.steps, end_value=args.lr * 0.1)
-    if args.optimizer == 'sr':
-        return natgrad.sr(lr, args.diag_shift, max_norm=args.max_norm, solver='cg', cg_maxiter=100)
-    if args.optimizer == 'minsr':
-        return natgrad.minsr(lr, args.diag_shift, max_norm=args.max_norm)
-    return natgrad.spring(lr, args.diag_shift, args.momentum, max_norm=args.max_norm)
 
 
 def precision_policy(args):

@@ -21,13 +21,12 @@ import time
 
 import jax
 import numpy as np
-import optax
 import pandas as pd
 
 from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
 from hamiltonians.references import reference
-from qvmc import VMC, VMCConfig, natgrad, plotting
+from qvmc import VMC, VMCConfig, plotting
 from qvmc.inference import Predictor
 from qvmc.runtime import enable_compilation_cache
 from qvmc.schedule import BlockwiseSchedule
@@ -36,8 +35,8 @@ from qvmc.train import TrainingInterrupted, load_history, train
 from qvmc.transfer import transfer_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
-from cli import (check, finite_float, int_at_least, parse_interval, parse_points, parse_range,  # noqa: E402
-                 positive_float, positive_int, spins_of)
+from cli import (check, finite_float, int_at_least, make_optimizer, parse_interval, parse_points,  # noqa: E402
+                 parse_range, positive_float, positive_int, spins_of)
 
 STEPS_WHY = 'the warmup-cosine learning-rate schedule needs at least two steps'
 
@@ -132,21 +131,6 @@ def parse_args(argv=None):
     p.add_argument('--normalize-energy-scale', action='store_true',
                    help='loss: per-context energies normalized by their spread (contexts of very different N)')
     return validate_args(p.parse_args(argv), p)
-
-
-def make_optimizer(args):
-    """Adam (global-norm clipping, warm-up + cosine decay) or a natural gradient with the same lr schedule."""
-    warmup = min(50, args.steps // 5 + 1)
-    if args.optimizer == 'adam':
-        lr = optax.warmup_cosine_decay_schedule(0.0, args.lr, warmup, args.steps, end_value=args.lr * 0.05)
-        return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
-    # natural gradients: lr schedule in float64 (the optimizer's precision), decayed to 10 % of the peak
-    lr = optax.warmup_cosine_decay_schedule(args.lr * 0.1, args.lr, warmup, args.steps, end_value=args.lr * 0.1)
-    if args.optimizer == 'sr':
-        return natgrad.sr(lr, args.diag_shift, max_norm=args.max_norm, solver='cg', cg_maxiter=100)
-    if args.optimizer == 'minsr':
-        return natgrad.minsr(lr, args.diag_shift, max_norm=args.max_norm)
-    return natgrad.spring(lr, args.diag_shift, args.momentum, max_norm=args.max_norm)
 
 
 def main():
