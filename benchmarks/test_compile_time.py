@@ -1,0 +1,81 @@
+"""Compile time per particle content: the first content of a process, a new content once one has
+compiled, and the same content again through the persistent compilation cache.
+
+What is compiled (``jax.jit(...).lower(...).compile()``, nothing else timed):
+
+* ``train step``: ``VMC.train_step`` of one context with minSR (float32 network, float64
+  reductions and solve): sampling, folx local energies, per-walker scores, the solve;
+* ``runner``: the measurement engine's runner of one content (sampling + local energies, as
+  ``Predictor``, ``Sweep`` and burn-in use it).
+
+Systems: the quantum-dot foundation model (Fermi Sets defaults; contents N = 6, then N = 7)
+and the moiré QERNEL (defaults; N = 6, then N = 8 in its own supercell).
+
+Sizes from the environment: ``QVMC_BENCH_COMPILE_WALKERS`` (64; compile time hardly depends
+on it), ``QVMC_BENCH_COMPILE_SYSTEMS`` (``quantum_dot,moire``).
+"""
+
+import os
+import time
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update('jax_enable_x64', True)
+
+from ansatz import FermiSetsConfig, make_fermi_sets  # noqa: E402
+from ansatz.qernel import QernelConfig  # noqa: E402
+from ansatz.registry import make_ansatz  # noqa: E402
+from hamiltonians import MoireSystem, QuantumDot  # noqa: E402
+from qvmc import VMC, VMCConfig, natgrad  # noqa: E402
+from qvmc.runtime import enable_compilation_cache  # noqa: E402
+
+WALKERS = int(os.environ.get('QVMC_BENCH_COMPILE_WALKERS', '64'))
+SYSTEMS = [s.strip() for s in os.environ.get('QVMC_BENCH_COMPILE_SYSTEMS', 'quantum_dot,moire').split(',')
+           if s.strip()]
+KNOWN = ('quantum_dot', 'moire')
+if WALKERS <= 0:
+    raise ValueError(f'QVMC_BENCH_COMPILE_WALKERS must be > 0, got {WALKERS}.')
+if not set(SYSTEMS) <= set(KNOWN):
+    raise ValueError(f'QVMC_BENCH_COMPILE_SYSTEMS: choose from {KNOWN}, got {SYSTEMS}.')
+
+
+def _build(name):
+    """``(wavefunction, system, [first N, new N], substeps)``."""
+    if name == 'quantum_dot':
+        return make_fermi_sets(FermiSetsConfig()), QuantumDot(), [6, 7], 10
+    system = MoireSystem(epsilon=5.0)
+    return make_ansatz('qernel', QernelConfig(), lattice=system.network_lattice), system, [6, 8], 30
+
+
+def _seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _compile_times(wf, system, n, substeps):
+    """Seconds to compile the training step and the runner of content ``(n, 0)``."""
+    config = VMCConfig(num_walkers=WALKERS, mcmc_substeps=substeps, network_dtype='float32')
+    vmc = VMC(wf, system, [system.context(n, 0, lam=1.0)], natgrad.minsr(0.05, 1e-3, max_norm=1e-2), config)
+    state = vmc.init(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(1)
+    step = _seconds(lambda: jax.jit(vmc.train_step).lower(key, state).compile())
+    run = vmc.runner((n, 0))
+    args = (state.params, state.values[0])
+    runner = _seconds(lambda: run.lower(key, state.chains[0], args, True, num_steps=10).compile())
+    return step, runner
+
+
+@pytest.mark.parametrize('name', SYSTEMS)
+def test_compile_per_particle_content(name, report, tmp_path_factory):
+    enable_compilation_cache(str(tmp_path_factory.mktemp('jax_cache')))  # empty: only repeats hit it
+    wf, system, (first, new), substeps = _build(name)
+    times = {'first content': _compile_times(wf, system, first, substeps),
+             'new content': _compile_times(wf, system, new, substeps),
+             'same content, cached': _compile_times(wf, system, new, substeps)}
+    for what, (step, runner) in times.items():
+        report({'benchmark': f'compile ({name})', 'case': what, 'N': new if what != 'first content' else first,
+                'train step s': round(step, 1), 'runner s': round(runner, 1)})
+    assert all(np.isfinite(t) for pair in times.values() for t in pair)
