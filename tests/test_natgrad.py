@@ -111,6 +111,26 @@ def test_three_contexts_synthetic_weighted(p, normalize):
         np.testing.assert_allclose(update, -lr * delta, rtol=RTOL, atol=1e-12 * np.abs(delta).max())
 
 
+@pytest.mark.parametrize('num_rows', [7, 16, 35])  # one block, even blocks, uneven blocks
+def test_block_triangle_gram_equals_the_full_product(monkeypatch, num_rows):
+    monkeypatch.setattr(natgrad, 'GRAM_BLOCK_ROWS', 8)
+    rows = jnp.asarray(np.random.default_rng(num_rows).normal(size=(num_rows, 13)))
+    kernel = np.asarray(natgrad.gram(rows))
+    np.testing.assert_allclose(kernel, np.asarray(rows) @ np.asarray(rows).T, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(kernel, kernel.T)  # exactly symmetric
+
+
+def test_minsr_and_spring_with_a_blocked_gram_match_the_dense_reference(monkeypatch):
+    monkeypatch.setattr(natgrad, 'GRAM_BLOCK_ROWS', 8)  # 36 rows: 4 blocks of 9
+    o, e, ids = _synthetic(50, (5, 11, 20), 50)
+    weights = jnp.asarray([0.2, 0.5, 0.3])
+    _, _, delta = _dense_reference(o, e, ids, weights, 1e-2)
+    params = {'w': jnp.zeros(50)}
+    for tx in (natgrad.minsr(0.1, 1e-2), natgrad.spring(0.1, 1e-2, momentum=0.0)):
+        update, _ = _flat_update(tx, o, e, ids, 3, weights, params=params)
+        np.testing.assert_allclose(update, -0.1 * delta, rtol=RTOL, atol=1e-12 * np.abs(delta).max())
+
+
 def test_contexts_with_different_particle_numbers_real_scores():
     score_fn = scores_lib.make_score_fn(LOG_PSI, chunk_size=7)
     o_list = [score_fn(PARAMS, _walkers(3, 12, 2), VALUES), score_fn(PARAMS, _walkers(4, 20, 3), VALUES)]
