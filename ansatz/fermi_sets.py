@@ -75,7 +75,7 @@ def _cusp_jastrow(x, spins, coupling, log_range):
     iu = np.triu_indices(n, k=1)
     d2 = jnp.sum((x[:, None, :] - x[None, :, :])**2, axis=-1)
     r = jnp.sqrt(d2[iu])  # off-diagonal only: never zero for a walker with finite density
-    return coupling * jnp.sum(c[iu] * beta[iu] * r / (beta[iu] + r))
+    return coupling * jnp.sum(jnp.asarray(c[iu], r.dtype) * beta[iu] * r / (beta[iu] + r))  # r's dtype throughout
 
 
 def _mixer_inputs(cond) -> int:
@@ -170,7 +170,7 @@ class FermiSets(hk.Module):
         if mixer is not None and not mixer_used:
             mixer(jnp.zeros((0, _mixer_inputs(cond)), x.dtype))  # same parameters for every (n_up, n_down)
         signs, logdets = slogdet_blocks(blocks)  # [K]
-        sign, logabs = log_sum_determinants(coeffs, signs * jnp.ones(cfg.num_determinants), logdets)
+        sign, logabs = log_sum_determinants(coeffs, signs * jnp.ones(cfg.num_determinants, logdets.dtype), logdets)
 
         logabs = logabs + log_jastrow
         if cfg.cusp:

@@ -42,7 +42,7 @@ def cusp_jastrow(x: Array, spins: Tuple[int, int], coupling, log_range: Array,
     beta = jnp.where(same, jnp.exp(log_range[0]), jnp.exp(log_range[1]))
     iu = np.triu_indices(n, k=1)
     r = jnp.sqrt(features.pair_distance_sq(x, lattice)[iu])  # off-diagonal: > 0 where |ψ| > 0
-    return coupling * jnp.sum(c[iu] * beta[iu] * r / (beta[iu] + r))
+    return coupling * jnp.sum(jnp.asarray(c[iu], r.dtype) * beta[iu] * r / (beta[iu] + r))  # r's dtype throughout
 
 
 class CuspJastrow(hk.Module):

@@ -1,5 +1,6 @@
 """Shared Haiku layers: MLP, FiLM conditioning, and self-attention with a pairwise bias."""
 
+import math
 from typing import Optional, Sequence
 
 import haiku as hk
@@ -69,7 +70,7 @@ class PairBiasedSelfAttention(hk.Module):
         proj = hk.Linear(3 * self.num_heads * self.head_dim, with_bias=False, name='qkv')(h)
         q, k, v = jnp.split(proj.reshape(n, 3, self.num_heads, self.head_dim), 3, axis=1)
         q, k, v = q[:, 0], k[:, 0], v[:, 0]  # [N, H, Dh]
-        logits = jnp.einsum('ihd,jhd->hij', q, k) / jnp.sqrt(self.head_dim) + pair_bias
+        logits = jnp.einsum('ihd,jhd->hij', q, k) / math.sqrt(self.head_dim) + pair_bias
         weights = jax.nn.softmax(logits, axis=-1)  # [H, N, N]
         out = jnp.einsum('hij,jhd->ihd', weights, v).reshape(n, self.num_heads * self.head_dim)
         return hk.Linear(width, name='out')(out)

@@ -6,6 +6,7 @@ equivariant over electrons (no positional encodings). FiLM conditioning is
 ``ansatz.layers.FiLM`` (identity at initialization) and is re-exported here.
 """
 
+import math
 from typing import Callable, Optional
 
 import haiku as hk
@@ -92,7 +93,7 @@ class GroupedQueryAttention(hk.Module):
         q = hk.Linear(self.num_heads * dh, with_bias=False, name='query')(h).reshape(n, kv, group, dh)
         k = hk.Linear(kv * dh, with_bias=False, name='key')(h).reshape(n, kv, dh)
         v = hk.Linear(kv * dh, with_bias=False, name='value')(h).reshape(n, kv, dh)
-        logits = jnp.einsum('ikgd,jkd->kgij', q, k) / np.sqrt(dh)  # [Hkv, G, N, N]
+        logits = jnp.einsum('ikgd,jkd->kgij', q, k) / math.sqrt(dh)  # [Hkv, G, N, N]
         if bias is not None:
             logits = logits + bias.reshape(kv, group, n, n)
         weights = jax.nn.softmax(logits, axis=-1)
