@@ -4,13 +4,12 @@ import dataclasses
 from typing import Optional
 
 import haiku as hk
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ansatz import harmonic_basis
 from ansatz.base import Wavefunction, from_haiku, log_sum_determinants, slogdet_blocks
 from ansatz.layers import FiLM, MLP, PairBiasedSelfAttention
+from ansatz.jastrow import cusp_jastrow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,26 +57,6 @@ def _pair_features(x):
     return jnp.concatenate([jnp.log1p(d2), jnp.exp(-d2)], axis=-1)
 
 
-def _cusp_jastrow(x, spins, coupling, log_range):
-    """``Σ_{i<j} c_σσ' · coupling · β r/(β + r)``: exact 2D cusps, ``c = 1`` (↑↓) and ``1/3`` (↑↑).
-
-    The slope at ``r = 0`` is ``c · coupling`` (Kato's condition in two dimensions:
-    ``1/(d-1)`` for opposite and ``1/(d+1)`` for parallel spins); β > 0 sets the range.
-    """
-    n_up, n_down = spins
-    n = n_up + n_down
-    if n < 2:
-        return jnp.zeros((), x.dtype)
-    spin = np.array([0] * n_up + [1] * n_down)
-    same = spin[:, None] == spin[None, :]
-    c = np.where(same, 1.0 / 3.0, 1.0)
-    beta = jnp.where(same, jnp.exp(log_range[0]), jnp.exp(log_range[1]))
-    iu = np.triu_indices(n, k=1)
-    d2 = jnp.sum((x[:, None, :] - x[None, :, :])**2, axis=-1)
-    r = jnp.sqrt(d2[iu])  # off-diagonal only: never zero for a walker with finite density
-    return coupling * jnp.sum(jnp.asarray(c[iu], r.dtype) * beta[iu] * r / (beta[iu] + r))  # r's dtype throughout
-
-
 def _mixer_inputs(cond) -> int:
     return 2 * harmonic_basis.label_features([]).shape[-1] + cond.shape[0] + 1
 
@@ -116,7 +95,6 @@ class FermiSets(hk.Module):
     def __call__(self, x, cond, spins, coupling):
         cfg = self.config
         n_up, n_down = spins
-        n = n_up + n_down
         spin = jnp.asarray([1.0] * n_up + [-1.0] * n_down, x.dtype)[:, None]  # [N, 1]
 
         # Permutation-equivariant attention network over electrons, FiLM-conditioned.
@@ -175,7 +153,7 @@ class FermiSets(hk.Module):
         logabs = logabs + log_jastrow
         if cfg.cusp:
             log_range = hk.get_parameter('cusp_log_range', (2,), x.dtype, init=jnp.zeros)
-            logabs = logabs + _cusp_jastrow(x, spins, coupling, log_range)
+            logabs = logabs + cusp_jastrow(x, spins, coupling, log_range)  # open boundaries
         return sign, logabs
 
 
