@@ -110,7 +110,19 @@ def _all_checkpoints_finite(run):
         assert not nonfinite_leaves({k: v for k, v in leaves.items() if 'rng_key' not in k}), path
 
 
-def test_sigint_in_process_checkpoints_and_restores_handlers(vmc, tmp_path):
+@pytest.fixture
+def sigint_delivered():
+    """SIGINT handled as in an interactive run. A test process started as a background job of a
+    non-interactive shell (``pytest ... &``, ``nohup``) inherits SIGINT ignored, and ``train`` rightly
+    leaves an ignored signal alone; these tests need it delivered."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_in_process_checkpoints_and_restores_handlers(vmc, tmp_path, sigint_delivered):
     run, key = str(tmp_path / 'run'), jax.random.PRNGKey(0)
     before = signal.getsignal(signal.SIGINT)
 
@@ -142,7 +154,7 @@ def test_transient_nan_rolls_back_and_recovers(vmc, tmp_path, monkeypatch):
     _all_checkpoints_finite(run)
 
 
-def test_resume_inside_a_retry_matches_uninterrupted_run(vmc, tmp_path, monkeypatch):
+def test_resume_inside_a_retry_matches_uninterrupted_run(vmc, tmp_path, monkeypatch, sigint_delivered):
     """A stop while failed steps are being retried stores the retry position in the checkpoint, so the
     resumed run takes the same random streams as an uninterrupted one."""
     key, finals = jax.random.PRNGKey(4), {}
