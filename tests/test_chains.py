@@ -80,6 +80,8 @@ def test_burn_in_runs_until_the_check_passes():
         samplers.burn_in(make_run(1.0), 0, chunk=2)
 
 
+@pytest.mark.slow  # statistical (energy after burn-in vs a 300-step run), ~85 s cold; tests/test_schedule.py
+# covers burn-in at block switches in the fast run
 def test_context_switch_in_quantum_dot_run_burns_in_until_equilibrated():
     """Walkers equilibrated at ω = 16 are switched to ω = 1 (four times wider) and, to be far
     from equilibrium, all put at one compact configuration: the first window is flagged, burn-in stops only once the check passes, and the energy measured

@@ -50,9 +50,9 @@ def _leaves(run_dir):
                           else v) for k, v in leaves.items()}
 
 
-def test_sigterm_stops_cleanly_then_resume_matches_uninterrupted_run(tmp_path):
+def test_sigterm_stops_cleanly_then_resume_matches_uninterrupted_run(tmp_path, worker_cache):
     worker = WORKER
-    cache = str(tmp_path / 'jax_cache')
+    cache = worker_cache
     reference, run = str(tmp_path / 'reference'), str(tmp_path / 'stopped')
     p = _start(worker, reference, cache)
     assert p.wait(timeout=600) == 0, open(reference + '.log').read()[-3000:]

@@ -74,9 +74,9 @@ def _flat(payload):
     return payload['leaves'], payload['metadata']
 
 
-def test_sigkill_anywhere_then_resume_matches_uninterrupted_run(tmp_path):
+def test_sigkill_anywhere_then_resume_matches_uninterrupted_run(tmp_path, worker_cache):
     worker = WORKER
-    cache = str(tmp_path / 'jax_cache')
+    cache = worker_cache
     reference, run = str(tmp_path / 'reference'), str(tmp_path / 'killed')
 
     p = _start(worker, reference, cache)

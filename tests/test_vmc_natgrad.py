@@ -44,7 +44,9 @@ def _max_rel_diff(a, b):
     return float(jnp.max(jnp.abs(fa - fb)) / jnp.max(jnp.abs(fb)))
 
 
-@pytest.mark.parametrize('name', ['sgd', 'minsr'])
+# sgd: the optax (summed vjp gradient) path, also checked by tests/test_parallel.py in the fast run;
+# ~70 s of compile here, so slow.
+@pytest.mark.parametrize('name', [pytest.param('sgd', marks=pytest.mark.slow), 'minsr'])
 def test_micro_batched_step_equals_unbatched(name):
     """Chunks of 5 walkers (12 per context, a remainder included) give the same update."""
     _, whole, info_whole = _two_content_step(name, None)
