@@ -31,7 +31,11 @@ from hamiltonians import MoireSystem, QuantumDot  # noqa: E402
 from qvmc import VMC, VMCConfig, natgrad  # noqa: E402
 from qvmc.runtime import enable_compilation_cache  # noqa: E402
 
-WALKERS = int(os.environ.get('QVMC_BENCH_COMPILE_WALKERS', '64'))
+_walkers = os.environ.get('QVMC_BENCH_COMPILE_WALKERS', '64')
+try:
+    WALKERS = int(_walkers)
+except ValueError:
+    raise ValueError(f'QVMC_BENCH_COMPILE_WALKERS must be a positive integer, got {_walkers!r}.') from None
 SYSTEMS = [s.strip() for s in os.environ.get('QVMC_BENCH_COMPILE_SYSTEMS', 'quantum_dot,moire').split(',')
            if s.strip()]
 KNOWN = ('quantum_dot', 'moire')

@@ -23,7 +23,25 @@ DTYPE = os.environ.get('QVMC_BENCH_LE_DTYPE', 'float64')
 if DTYPE not in ('float32', 'float64'):
     raise ValueError(f"QVMC_BENCH_LE_DTYPE must be 'float32' or 'float64', got {DTYPE!r}.")
 jax.config.update('jax_enable_x64', True)
-SIZES = [(n // 2, n // 2) for n in map(int, os.environ.get('QVMC_BENCH_SIZES', '6,12,20,30').split(','))]
+
+
+def _sizes(text):
+    """``'6,12'`` -> ``[(3, 3), (6, 6)]``; a clear error for anything but even N >= 2."""
+    sizes = []
+    for item in text.split(','):
+        try:
+            n = int(item)
+        except ValueError:
+            raise ValueError(f'QVMC_BENCH_SIZES must be comma-separated even particle numbers (e.g. 6,12,20,30), '
+                             f'got {text!r}.') from None
+        if n < 2 or n % 2:
+            raise ValueError(f'QVMC_BENCH_SIZES: N = {n} is not an even number >= 2 (the benchmark runs unpolarized '
+                             'closed spin channels N/2 + N/2).')
+        sizes.append((n // 2, n // 2))
+    return sizes
+
+
+SIZES = _sizes(os.environ.get('QVMC_BENCH_SIZES', '6,12,20,30'))
 NUM_WALKERS = 64
 
 

@@ -18,6 +18,8 @@ Sizes from the environment:
   peer's 73 minutes); ``QVMC_BENCH_TTE_LR`` (0.05), ``QVMC_BENCH_TTE_SHIFT`` (1e-3),
   ``QVMC_BENCH_TTE_MAX_NORM`` (1e-2): minSR settings; ``QVMC_BENCH_TTE_OUT``
   (``runs/bench_moire_tte``): CSV and plot of energy per electron vs wall time.
+* ``QVMC_BENCH_TTE_LR_DECAY`` (0: constant): learning rate ``lr / (1 + step / T)`` with ``T`` this
+  many steps (0 keeps it constant).
 * ``QVMC_BENCH_TTE_EWALD`` (1e-10): relative precision of the Ewald sums in training.
 """
 
@@ -27,7 +29,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 jax.config.update('jax_enable_x64', True)
 
@@ -38,14 +39,14 @@ from qvmc import VMC, VMCConfig, natgrad  # noqa: E402
 from qvmc.estimator import block_score_rows, estimate_block, make_block_functions  # noqa: E402
 
 
-def _env(name, default, cast=float):
+def _env(name, default, cast=float, allow_zero=False):
     value = os.environ.get(name, str(default))
     try:
         value = cast(value)
     except ValueError:
         raise ValueError(f'{name} must be a {cast.__name__}, got {value!r}.') from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f'{name} must be finite and > 0, got {value!r}.')
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f'{name} must be finite and {">= 0" if allow_zero else "> 0"}, got {value!r}.')
     return value
 
 
@@ -56,6 +57,7 @@ MINUTES = _env('QVMC_BENCH_TTE_MINUTES', 24.0)
 LR, SHIFT, MAX_NORM = (_env('QVMC_BENCH_TTE_LR', 0.05), _env('QVMC_BENCH_TTE_SHIFT', 1e-3),
                        _env('QVMC_BENCH_TTE_MAX_NORM', 1e-2))
 EWALD = _env('QVMC_BENCH_TTE_EWALD', 1e-10)
+LR_DECAY = _env('QVMC_BENCH_TTE_LR_DECAY', 0.0, allow_zero=True)
 OUT = os.environ.get('QVMC_BENCH_TTE_OUT', 'runs/bench_moire_tte')
 PEER = {'seconds per step': (2.2, 2.7), 'meV/e after 1500 its (73 min)': -59.41, 'first step s': 102}
 
@@ -66,7 +68,8 @@ def setup(walkers=WALKERS, substeps=SUBSTEPS):
     ctx = system.context(6, 0, lam=1.0)
     wf = make_ansatz('qernel', QernelConfig(), lattice=system.network_lattice)
     config = VMCConfig(num_walkers=walkers, mcmc_substeps=substeps, network_dtype='float32', sampler='rwm')
-    vmc = VMC(wf, system, [ctx], natgrad.minsr(LR, SHIFT, max_norm=MAX_NORM), config)
+    lr = (lambda count: LR / (1.0 + count / LR_DECAY)) if LR_DECAY else LR
+    vmc = VMC(wf, system, [ctx], natgrad.minsr(lr, SHIFT, max_norm=MAX_NORM), config)
     return vmc, vmc.init(jax.random.PRNGKey(0)), ctx
 
 
@@ -148,8 +151,7 @@ def test_time_to_energy(report):
     fig.tight_layout()
     fig.savefig(os.path.join(OUT, 'energy_vs_time.png'), dpi=120)
     last = frame.tail(max(1, len(frame) // 10))
-    report({'benchmark': 'moiré time to energy', 'minutes': MINUTES, 'steps': t,
+    report({'benchmark': 'moiré time to energy', 'minutes': MINUTES, 'walkers': WALKERS, 'lr decay steps': LR_DECAY,
+            'steps': t,
             'final meV/e (last 10%)': round(last['energy_per_electron'].mean(), 3),
             'peer meV/e (73 min)': PEER['meV/e after 1500 its (73 min)']})
-
-

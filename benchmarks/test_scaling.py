@@ -53,11 +53,25 @@ MEMORY_ROWS = []  # untimed sizes (memory only)
 
 
 def _env_list(name, default):
-    return [int(v) for v in os.environ.get(name, default).split(',') if v.strip()]
+    text = os.environ.get(name, default)
+    try:
+        values = [int(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        raise ValueError(f'{name} must be comma-separated positive integers, got {text!r}.') from None
+    if not values or min(values) <= 0:
+        raise ValueError(f'{name} must be comma-separated positive integers, got {text!r}.')
+    return values
 
 
-def _env_int(name, default):
-    return int(os.environ.get(name, default))
+def _env_int(name, default, minimum=1):
+    text = os.environ.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ValueError(f'{name} must be an integer >= {minimum}, got {text!r}.')
+    return value
 
 
 def _cpu_seconds(pid):
@@ -98,7 +112,7 @@ def _measure(job, host_devices=1):
         env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={host_devices} ' + os.environ.get(
             'QVMC_BENCH_XLA_FLAGS', CPU_FLAGS)
     cmd = [sys.executable, os.path.abspath(__file__), json.dumps(job)]
-    for restarts in range(_env_int('QVMC_BENCH_RESTARTS', 2) + 1):
+    for restarts in range(_env_int('QVMC_BENCH_RESTARTS', 2, minimum=0) + 1):
         outcome = _run_watched(cmd, env, _env_int('QVMC_BENCH_STALL_SECONDS', 120),
                                _env_int('QVMC_BENCH_TIMEOUT', 3600))
         if outcome is not None:
