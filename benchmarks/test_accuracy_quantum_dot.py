@@ -21,20 +21,17 @@ from hamiltonians.references import LEM_PUBLISHED, reference
 from qvmc import VMC, VMCConfig
 from qvmc.inference import Predictor
 from qvmc.train import train
+from envvars import env_int, env_str
 
 TRAIN_N = (6, 8)
 TRAIN_LAMBDAS = (0.0, 1.0, 2.0, 5.0, 8.0, 10.0)
 TARGETS = [(6, 8.0), (6, 10.0), (7, 8.0), (8, 8.0)]
 
 
-def _env(name, default):
-    return type(default)(os.environ.get(name, default))
-
-
 def test_polarized_conditional_accuracy(report):
-    steps, walkers = _env('QVMC_BENCH_STEPS', 600), _env('QVMC_BENCH_WALKERS', 128)
-    width, eval_steps = _env('QVMC_BENCH_WIDTH', 32), _env('QVMC_BENCH_EVAL_STEPS', 100)
-    run_dir = _env('QVMC_BENCH_RUN_DIR', 'runs/bench_accuracy')
+    steps, walkers = env_int('QVMC_BENCH_STEPS', 600), env_int('QVMC_BENCH_WALKERS', 128)
+    width, eval_steps = env_int('QVMC_BENCH_WIDTH', 32), env_int('QVMC_BENCH_EVAL_STEPS', 100)
+    run_dir = env_str('QVMC_BENCH_RUN_DIR', 'runs/bench_accuracy')
     dot = QuantumDot()
     contexts = [dot.context(n, 0, lam=lam) for n in TRAIN_N for lam in TRAIN_LAMBDAS]
     wf = make_fermi_sets(FermiSetsConfig(width=width, hidden=width))

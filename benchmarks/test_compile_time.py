@@ -15,7 +15,6 @@ Sizes from the environment: ``QVMC_BENCH_COMPILE_WALKERS`` (64; compile time har
 on it), ``QVMC_BENCH_COMPILE_SYSTEMS`` (``quantum_dot,moire``).
 """
 
-import os
 import time
 
 import jax
@@ -30,19 +29,10 @@ from ansatz.registry import make_ansatz  # noqa: E402
 from hamiltonians import MoireSystem, QuantumDot  # noqa: E402
 from qvmc import VMC, VMCConfig, natgrad  # noqa: E402
 from qvmc.runtime import enable_compilation_cache  # noqa: E402
+from envvars import env_int, env_list  # noqa: E402
 
-_walkers = os.environ.get('QVMC_BENCH_COMPILE_WALKERS', '64')
-try:
-    WALKERS = int(_walkers)
-except ValueError:
-    raise ValueError(f'QVMC_BENCH_COMPILE_WALKERS must be a positive integer, got {_walkers!r}.') from None
-SYSTEMS = [s.strip() for s in os.environ.get('QVMC_BENCH_COMPILE_SYSTEMS', 'quantum_dot,moire').split(',')
-           if s.strip()]
-KNOWN = ('quantum_dot', 'moire')
-if WALKERS <= 0:
-    raise ValueError(f'QVMC_BENCH_COMPILE_WALKERS must be > 0, got {WALKERS}.')
-if not set(SYSTEMS) <= set(KNOWN):
-    raise ValueError(f'QVMC_BENCH_COMPILE_SYSTEMS: choose from {KNOWN}, got {SYSTEMS}.')
+WALKERS = env_int('QVMC_BENCH_COMPILE_WALKERS', 64)
+SYSTEMS = env_list('QVMC_BENCH_COMPILE_SYSTEMS', 'quantum_dot,moire', cast=str, choices=('quantum_dot', 'moire'))
 
 
 def _build(name):

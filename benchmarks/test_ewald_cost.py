@@ -5,7 +5,6 @@ Sizes from the environment: QVMC_BENCH_EWALD_N (6,18,24,54,96,150), QVMC_BENCH_S
 QVMC_BENCH_WALKERS (64).
 """
 
-import os
 import time
 
 import jax
@@ -15,10 +14,7 @@ from ansatz.qernel import QernelConfig
 from ansatz.registry import make_ansatz
 from hamiltonians import MoireSystem, make_local_energy
 from qvmc import make_log_psi
-
-
-def _env(name, default):
-    return type(default)(os.environ.get(name, default))
+from envvars import env_int, env_list
 
 
 def _time(fn, *args, repeats=3):
@@ -34,10 +30,10 @@ def _walkers(system, n, count):
     return ctx, system.init_walkers(jax.random.PRNGKey(0), ctx, count)
 
 
-@pytest.mark.parametrize('n', [int(n) for n in os.environ.get('QVMC_BENCH_EWALD_N', '6,18,24,54,96,150').split(',')])
+@pytest.mark.parametrize('n', env_list('QVMC_BENCH_EWALD_N', '6,18,24,54,96,150', minimum=1))
 def test_ewald_cost_vs_n(n, report):
     system = MoireSystem()
-    ctx, walkers = _walkers(system, n, _env('QVMC_BENCH_WALKERS', 64))
+    ctx, walkers = _walkers(system, n, env_int('QVMC_BENCH_WALKERS', 64))
     ewald = system.ewald(n)
     energy = jax.jit(jax.vmap(ewald.energy))
     grad = jax.jit(jax.vmap(jax.grad(ewald.energy)))
@@ -47,10 +43,10 @@ def test_ewald_cost_vs_n(n, report):
             'gradient ms/walker': 1e3 * _time(grad, walkers) / walkers.shape[0]})
 
 
-@pytest.mark.parametrize('n', [int(n) for n in os.environ.get('QVMC_BENCH_SHARE_N', '6,18').split(',')])
+@pytest.mark.parametrize('n', env_list('QVMC_BENCH_SHARE_N', '6,18', minimum=1))
 def test_ewald_share_of_local_energy(n, report):
     system = MoireSystem()
-    ctx, walkers = _walkers(system, n, _env('QVMC_BENCH_WALKERS', 64))
+    ctx, walkers = _walkers(system, n, env_int('QVMC_BENCH_WALKERS', 64))
     wf = make_ansatz('qernel', QernelConfig(width=32, num_layers=2, num_heads=4, num_kv_heads=2,
                                             expert_hidden=16, num_determinants=2, max_orbitals=max(16, n)),
                      lattice=system.network_lattice)

@@ -46,22 +46,11 @@ from qvmc.schedule import BlockwiseSchedule
 from qvmc.sweep import Sweep
 from qvmc.train import load_history, train
 from qvmc.transfer import transfer_state
-
-
-def _env(name, default):
-    return type(default)(os.environ.get(name, default))
-
-
-def _env_list(name, default, cast=float):
-    text = os.environ.get(name, default)
-    if '-' in text[1:] and ',' not in text:
-        low, high = text.split('-')
-        return [cast(v) for v in range(int(low), int(high) + 1)]
-    return [cast(v) for v in text.split(',')]
+from envvars import env_float, env_int, env_list, env_str
 
 
 def _fresh_dir(name):
-    path = os.path.join(_env('QVMC_BENCH_RUN_DIR', 'runs/bench_foundation'), name)
+    path = os.path.join(env_str('QVMC_BENCH_RUN_DIR', 'runs/bench_foundation'), name)
     shutil.rmtree(path, ignore_errors=True)  # a benchmark measures a run from step 0, never a resumed one
     return path
 
@@ -76,17 +65,18 @@ def _adam(steps, peak=3e-3):
 
 
 def test_energies_over_n_and_lambda(report):
-    steps, walkers, width = _env('QVMC_BENCH_STEPS', 600), _env('QVMC_BENCH_WALKERS', 64), _env('QVMC_BENCH_WIDTH', 32)
-    train_n = _env_list('QVMC_BENCH_TRAIN_N', '6,8,10', int)
-    sweep_n = _env_list('QVMC_BENCH_SWEEP_N', '5-11', int)
-    sweep_lam = _env_list('QVMC_BENCH_SWEEP_LAM', '0,1,2,5,8,10')
+    steps, walkers, width = (env_int('QVMC_BENCH_STEPS', 600), env_int('QVMC_BENCH_WALKERS', 64),
+                             env_int('QVMC_BENCH_WIDTH', 32))
+    train_n = env_list('QVMC_BENCH_TRAIN_N', '6,8,10', int, minimum=1)
+    sweep_n = env_list('QVMC_BENCH_SWEEP_N', '5-11', int, minimum=1)
+    sweep_lam = env_list('QVMC_BENCH_SWEEP_LAM', '0,1,2,5,8,10', float, minimum=0)
     run_dir = _fresh_dir('conditional')
     dot = QuantumDot()
     schedule = BlockwiseSchedule([dot.context(n, 0, lam=0.0) for n in train_n], 'lam', (0.0, 10.0),
-                                 block_length=_env('QVMC_BENCH_BLOCK', 100),
-                                 num_contexts=_env('QVMC_BENCH_NUM_LAM', 4), seed=0)
+                                 block_length=env_int('QVMC_BENCH_BLOCK', 100),
+                                 num_contexts=env_int('QVMC_BENCH_NUM_LAM', 4), seed=0)
     config = VMCConfig(num_walkers=walkers, mcmc_substeps=10,
-                       normalize_energy_scale=bool(_env('QVMC_BENCH_NORMALIZE', 0)))
+                       normalize_energy_scale=bool(env_int('QVMC_BENCH_NORMALIZE', 0, minimum=0)))
     wf = _model(width)
     vmc = VMC(wf, dot, list(schedule.contexts_at(0)), _adam(steps), config)
     key = jax.random.PRNGKey(0)
@@ -99,8 +89,8 @@ def test_energies_over_n_and_lambda(report):
     contexts = [dot.context(n, 0, lam=lam) for n in sweep_n for lam in sweep_lam]
     start = time.time()
     result = Sweep(wf, dot, config).run(state.params, contexts, jax.random.PRNGKey(1),
-                                        num_walkers=_env('QVMC_BENCH_EVAL_WALKERS', 256),
-                                        num_steps=_env('QVMC_BENCH_EVAL_STEPS', 100), print_fn=print)
+                                        num_walkers=env_int('QVMC_BENCH_EVAL_WALKERS', 256),
+                                        num_steps=env_int('QVMC_BENCH_EVAL_STEPS', 100), print_fn=print)
     sweep_seconds = time.time() - start
     result.save(os.path.join(run_dir, 'sweep'))
     plotting.plot_sweep_energies(result.energies, os.path.join(run_dir, 'sweep', 'energies.png'))
@@ -141,8 +131,9 @@ def _steps_to(loss, target, window=20):
 
 
 def test_transfer_steps_to_convergence(report):
-    steps, walkers, width = _env('QVMC_BENCH_TRANSFER_STEPS', 200), _env('QVMC_BENCH_WALKERS', 64), _env('QVMC_BENCH_WIDTH', 32)
-    lams, tol = _env_list('QVMC_BENCH_TRANSFER_LAM', '2,8'), _env('QVMC_BENCH_TRANSFER_TOL', 0.05)
+    steps, walkers, width = (env_int('QVMC_BENCH_TRANSFER_STEPS', 200), env_int('QVMC_BENCH_WALKERS', 64),
+                             env_int('QVMC_BENCH_WIDTH', 32))
+    lams, tol = env_list('QVMC_BENCH_TRANSFER_LAM', '2,8', float, minimum=0), env_float('QVMC_BENCH_TRANSFER_TOL', 0.05)
     dot, config, wf = QuantumDot(), VMCConfig(num_walkers=walkers, mcmc_substeps=10), _model(width)
     key = jax.random.PRNGKey(0)
 

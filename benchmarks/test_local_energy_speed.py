@@ -3,12 +3,14 @@
 Sizes: ``QVMC_BENCH_SIZES`` (comma-separated even N, unpolarized, default ``6,12,20,30``);
 precision ``QVMC_BENCH_LE_DTYPE`` (``float64``, default: both paths must agree to 1e-8; or
 ``float32``, the training network's precision: agreement judged on the median walker, since
-single float32 walkers near a node lose digits to cancellation in the Laplacian). The
-N = 20 deadlock of jaxlib 0.10.2's XLA CPU runtime on 2-core hosts is avoided by turning off its
-concurrency-optimized scheduler, which ``benchmarks/conftest.py`` does unless ``XLA_FLAGS`` sets it.
+single float32 walkers near a node lose digits to cancellation in the Laplacian).
+
+jaxlib 0.10.2's XLA CPU runtime can deadlock in the N = 20 program on 2-core hosts (every thread
+parked, the main thread in ``BlockUntilReady``). ``benchmarks/conftest.py`` turns off its
+concurrency-optimized scheduler, which cured the hang on one host but not on another (see
+benchmarks/README.md); a run that hangs there needs a larger host or a newer jaxlib.
 """
 
-import os
 import time
 
 import jax
@@ -19,29 +21,14 @@ from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot, make_local_energy
 from hamiltonians import make_log_psi
 
-DTYPE = os.environ.get('QVMC_BENCH_LE_DTYPE', 'float64')
-if DTYPE not in ('float32', 'float64'):
-    raise ValueError(f"QVMC_BENCH_LE_DTYPE must be 'float32' or 'float64', got {DTYPE!r}.")
+from envvars import env_choice, env_list
+
+DTYPE = env_choice('QVMC_BENCH_LE_DTYPE', 'float64', ('float32', 'float64'))
 jax.config.update('jax_enable_x64', True)
 
 
-def _sizes(text):
-    """``'6,12'`` -> ``[(3, 3), (6, 6)]``; a clear error for anything but even N >= 2."""
-    sizes = []
-    for item in text.split(','):
-        try:
-            n = int(item)
-        except ValueError:
-            raise ValueError(f'QVMC_BENCH_SIZES must be comma-separated even particle numbers (e.g. 6,12,20,30), '
-                             f'got {text!r}.') from None
-        if n < 2 or n % 2:
-            raise ValueError(f'QVMC_BENCH_SIZES: N = {n} is not an even number >= 2 (the benchmark runs unpolarized '
-                             'closed spin channels N/2 + N/2).')
-        sizes.append((n // 2, n // 2))
-    return sizes
-
-
-SIZES = _sizes(os.environ.get('QVMC_BENCH_SIZES', '6,12,20,30'))
+# Unpolarized closed spin channels N/2 + N/2.
+SIZES = [(n // 2, n // 2) for n in env_list('QVMC_BENCH_SIZES', '6,12,20,30', minimum=2, even=True)]
 NUM_WALKERS = 64
 
 

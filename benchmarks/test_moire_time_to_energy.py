@@ -37,28 +37,18 @@ from ansatz.registry import make_ansatz  # noqa: E402
 from hamiltonians import MoireSystem  # noqa: E402
 from qvmc import VMC, VMCConfig, natgrad  # noqa: E402
 from qvmc.estimator import block_score_rows, estimate_block, make_block_functions  # noqa: E402
+from envvars import env_float, env_int, env_str  # noqa: E402
 
 
-def _env(name, default, cast=float, allow_zero=False):
-    value = os.environ.get(name, str(default))
-    try:
-        value = cast(value)
-    except ValueError:
-        raise ValueError(f'{name} must be a {cast.__name__}, got {value!r}.') from None
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f'{name} must be finite and {">= 0" if allow_zero else "> 0"}, got {value!r}.')
-    return value
-
-
-WALKERS = _env('QVMC_BENCH_TTE_WALKERS', 1024, int)
-SUBSTEPS = _env('QVMC_BENCH_TTE_SUBSTEPS', 30, int)
-REPEATS = _env('QVMC_BENCH_TTE_REPEATS', 3, int)
-MINUTES = _env('QVMC_BENCH_TTE_MINUTES', 24.0)
-LR, SHIFT, MAX_NORM = (_env('QVMC_BENCH_TTE_LR', 0.05), _env('QVMC_BENCH_TTE_SHIFT', 1e-3),
-                       _env('QVMC_BENCH_TTE_MAX_NORM', 1e-2))
-EWALD = _env('QVMC_BENCH_TTE_EWALD', 1e-10)
-LR_DECAY = _env('QVMC_BENCH_TTE_LR_DECAY', 0.0, allow_zero=True)
-OUT = os.environ.get('QVMC_BENCH_TTE_OUT', 'runs/bench_moire_tte')
+WALKERS = env_int('QVMC_BENCH_TTE_WALKERS', 1024)
+SUBSTEPS = env_int('QVMC_BENCH_TTE_SUBSTEPS', 30)
+REPEATS = env_int('QVMC_BENCH_TTE_REPEATS', 3)
+MINUTES = env_float('QVMC_BENCH_TTE_MINUTES', 24.0)
+LR, SHIFT, MAX_NORM = (env_float('QVMC_BENCH_TTE_LR', 0.05), env_float('QVMC_BENCH_TTE_SHIFT', 1e-3),
+                       env_float('QVMC_BENCH_TTE_MAX_NORM', 1e-2))
+EWALD = env_float('QVMC_BENCH_TTE_EWALD', 1e-10)
+LR_DECAY = env_float('QVMC_BENCH_TTE_LR_DECAY', 0.0, inclusive=True)
+OUT = env_str('QVMC_BENCH_TTE_OUT', 'runs/bench_moire_tte')
 PEER = {'seconds per step': (2.2, 2.7), 'meV/e after 1500 its (73 min)': -59.41, 'first step s': 102}
 
 

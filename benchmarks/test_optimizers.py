@@ -6,7 +6,6 @@ QVMC_BENCH_WIDTH (16), QVMC_BENCH_MINSR_BATCH (256), QVMC_BENCH_MINSR_PARAMS
 (comma-separated, default 10000,100000,1000000).
 """
 
-import os
 import time
 
 import jax
@@ -19,13 +18,10 @@ from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
 from qvmc import VMC, VMCConfig, natgrad
 from qvmc.scores import num_params
+from envvars import env_int, env_list
 
 DMC = 20.1597
 WINDOW = 20  # training energies are averaged over this many steps before comparing
-
-
-def _env(name, default):
-    return type(default)(os.environ.get(name, default))
 
 
 def _optimizers():
@@ -38,7 +34,8 @@ def _optimizers():
 
 @pytest.mark.parametrize('name', list(_optimizers()))
 def test_steps_to_dmc(name, report):
-    steps, walkers, width = _env('QVMC_BENCH_OPT_STEPS', 300), _env('QVMC_BENCH_WALKERS', 256), _env('QVMC_BENCH_WIDTH', 16)
+    steps, walkers, width = (env_int('QVMC_BENCH_OPT_STEPS', 300), env_int('QVMC_BENCH_WALKERS', 256),
+                             env_int('QVMC_BENCH_WIDTH', 16))
     dot = QuantumDot()
     ctx = dot.context(3, 3, lam=1.0)
     wf = make_fermi_sets(FermiSetsConfig(width=width, hidden=width, num_layers=2, num_determinants=2))
@@ -61,12 +58,11 @@ def test_steps_to_dmc(name, report):
     assert np.isfinite(final)
 
 
-@pytest.mark.parametrize('num_parameters', [int(p) for p in os.environ.get(
-    'QVMC_BENCH_MINSR_PARAMS', '10000,100000,1000000').split(',')])
+@pytest.mark.parametrize('num_parameters', env_list('QVMC_BENCH_MINSR_PARAMS', '10000,100000,1000000', minimum=1))
 def test_minsr_update_cost(num_parameters, report):
     """One minSR update (float32 scores, float64 kernel and solve) at fixed batch: time and XLA's
     compiled memory estimate (arguments + temporaries)."""
-    batch = _env('QVMC_BENCH_MINSR_BATCH', 256)
+    batch = env_int('QVMC_BENCH_MINSR_BATCH', 256)
     params = {'w': jnp.zeros((num_parameters,), jnp.float32)}
     tx = natgrad.minsr(1e-2, 1e-3)
     scores = jax.random.normal(jax.random.PRNGKey(0), (batch, num_parameters), jnp.float32)
@@ -94,7 +90,8 @@ def test_minsr_update_cost(num_parameters, report):
 def test_per_context_normalization(normalize, report):
     """Two contexts with very different energy scales, N = 2 (E = 3) and N = 6 (DMC 20.1597) at λ = 1,
     trained together by Adam with and without per-context normalization of the centred energies."""
-    steps, walkers, width = _env('QVMC_BENCH_OPT_STEPS', 300), _env('QVMC_BENCH_WALKERS', 256), _env('QVMC_BENCH_WIDTH', 16)
+    steps, walkers, width = (env_int('QVMC_BENCH_OPT_STEPS', 300), env_int('QVMC_BENCH_WALKERS', 256),
+                             env_int('QVMC_BENCH_WIDTH', 16))
     dot = QuantumDot()
     contexts = [dot.context(1, 1, lam=1.0), dot.context(3, 3, lam=1.0)]
     wf = make_fermi_sets(FermiSetsConfig(width=width, hidden=width, num_layers=2, num_determinants=2))

@@ -23,14 +23,11 @@ from ansatz.qernel import QernelConfig
 from ansatz.registry import make_ansatz
 from hamiltonians import QuantumDot, make_local_energy
 from qvmc import VMC, VMCConfig, make_log_psi
+from envvars import env_int, env_list, env_str
 
 DMC = 60.3924
 WINDOW = 20
 CURVES = []
-
-
-def _env(name, default):
-    return type(default)(os.environ.get(name, default))
 
 
 def _config(name, width):
@@ -42,14 +39,14 @@ def _config(name, width):
 
 
 def _widths():
-    return [int(w) for w in os.environ.get('QVMC_BENCH_ARCH_WIDTHS', '16,32').split(',')]
+    return env_list('QVMC_BENCH_ARCH_WIDTHS', '16,32', minimum=1)
 
 
 @pytest.mark.parametrize('width', _widths())
 @pytest.mark.parametrize('name', ['qernel', 'psiformer'])
 def test_energy_vs_steps_and_parameters(name, width, report):
-    steps, walkers = _env('QVMC_BENCH_ARCH_STEPS', 300), _env('QVMC_BENCH_WALKERS', 128)
-    run_dir = _env('QVMC_BENCH_RUN_DIR', 'runs/bench_arch')
+    steps, walkers = env_int('QVMC_BENCH_ARCH_STEPS', 300), env_int('QVMC_BENCH_WALKERS', 128)
+    run_dir = env_str('QVMC_BENCH_RUN_DIR', 'runs/bench_arch')
     dot = QuantumDot()
     ctx = dot.context(6, 0, lam=8.0)
     wf = make_ansatz(name, _config(name, width))
@@ -96,7 +93,7 @@ def test_summary_ratios(report):
                 'param ratio psiformer/qernel': match.params / q.params})
 
 
-@pytest.mark.parametrize('n', [int(n) for n in os.environ.get('QVMC_BENCH_COST_N', '6,12').split(',')])
+@pytest.mark.parametrize('n', env_list('QVMC_BENCH_COST_N', '6,12', minimum=1))
 @pytest.mark.parametrize('name', ['qernel', 'psiformer'])
 def test_step_and_laplacian_cost_vs_n(name, n, report):
     dot = QuantumDot()

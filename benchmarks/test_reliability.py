@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pandas as pd
 
 from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
@@ -36,6 +35,7 @@ from qvmc import VMC, VMCConfig, checkpoint
 from qvmc.guard import nonfinite_leaves
 from qvmc.inference import Predictor
 from qvmc.train import load_history, train
+from envvars import env_int
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_STEPS = 60
@@ -43,10 +43,6 @@ KILL_STEPS = 60
 WORKER = os.path.join(ROOT, 'tests', '_train_worker.py')  # the shared training worker
 WORKER_FLAGS = ['--block-length', '8', '--checkpoint-every', '3', '--log-sleep', '0.03',  # as before the
                 '--full-optimization']  # shared worker: longer blocks, all XLA optimizations
-
-
-def _env(name, default):
-    return type(default)(os.environ.get(name, default))
 
 
 def _start(worker, run_dir, cache):
@@ -78,7 +74,7 @@ def _leaves(run_dir):
 
 
 def test_kills_survived(tmp_path, report):
-    kills = _env('QVMC_BENCH_KILLS', 5)
+    kills = env_int('QVMC_BENCH_KILLS', 5)
     worker = WORKER
     cache, reference, run = str(tmp_path / 'cache'), str(tmp_path / 'reference'), str(tmp_path / 'killed')
     start = time.time()
@@ -133,8 +129,8 @@ def _dot_run(steps, walkers, width, poison_every=0, fraction=0.15):
 
 
 def test_nonfinite_walkers_do_not_bias_the_energy(tmp_path, report):
-    steps, walkers = _env('QVMC_BENCH_STEPS', 300), _env('QVMC_BENCH_WALKERS', 256)
-    width, eval_steps = _env('QVMC_BENCH_WIDTH', 16), _env('QVMC_BENCH_EVAL_STEPS', 100)
+    steps, walkers = env_int('QVMC_BENCH_STEPS', 300), env_int('QVMC_BENCH_WALKERS', 256)
+    width, eval_steps = env_int('QVMC_BENCH_WIDTH', 16), env_int('QVMC_BENCH_EVAL_STEPS', 100)
     results = {}
     for name, every in (('clean', 0), ('15% NaN walkers', 50)):
         start = time.time()

@@ -6,7 +6,6 @@ Sizes from the environment: QVMC_BENCH_SAMPLER_TRAIN (150 training steps), QVMC_
 (256), QVMC_BENCH_DRAWS (200 recorded calls), QVMC_BENCH_SUBSTEPS (10 transitions per call).
 """
 
-import os
 import time
 
 import jax
@@ -22,10 +21,7 @@ from qvmc import VMC, VMCConfig
 from samplers.stats import compute_stats
 from hamiltonians import make_log_psi
 from qvmc.estimator import make_block_functions
-
-
-def _env(name, default):
-    return type(default)(os.environ.get(name, default))
+from envvars import env_int
 
 
 @pytest.fixture(scope='module')
@@ -35,7 +31,7 @@ def trained():
     wf = make_fermi_sets(FermiSetsConfig(width=16, num_layers=1, num_heads=2, num_determinants=2, hidden=16))
     vmc = VMC(wf, dot, [ctx], optax.adam(3e-3), VMCConfig(num_walkers=128, mcmc_substeps=5))
     state = vmc.run_mcmc(jax.random.PRNGKey(0), vmc.init(jax.random.PRNGKey(0)), 20)
-    for t in range(_env('QVMC_BENCH_SAMPLER_TRAIN', 150)):
+    for t in range(env_int('QVMC_BENCH_SAMPLER_TRAIN', 150)):
         state, _ = vmc.step(jax.random.PRNGKey(t), state)
     return dot, ctx, wf, state.params
 
@@ -43,8 +39,8 @@ def trained():
 @pytest.mark.parametrize('name', samplers.SAMPLERS)
 def test_sampler_efficiency(trained, name, report):
     dot, ctx, wf, params = trained
-    walkers, draws, substeps = (_env('QVMC_BENCH_WALKERS', 256), _env('QVMC_BENCH_DRAWS', 200),
-                                _env('QVMC_BENCH_SUBSTEPS', 10))
+    walkers, draws, substeps = (env_int('QVMC_BENCH_WALKERS', 256), env_int('QVMC_BENCH_DRAWS', 200),
+                                env_int('QVMC_BENCH_SUBSTEPS', 10))
     log_psi = make_log_psi(wf, dot, ctx.spins)
     logdensity = lambda x: 2.0 * log_psi(params, x, ctx.values)
     kernel = samplers.make_kernel(name, substeps)

@@ -42,36 +42,17 @@ import time
 import numpy as np
 import pytest
 
+from envvars import env_choice, env_int, env_list
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Extra XLA flags on CPU. The XLA CPU runtime of jaxlib 0.10.2 hangs on our 2-core hosts in
 # some programs (every thread parked, the main thread in BlockUntilReady; reproducible for the
 # N = 18, 16-walker float32 step). Its concurrency-optimized scheduler is the trigger: with it off
 # that program ran 3 times out of 3, with it on 0 out of 4. Runs are still watched and restarted.
 CPU_FLAGS = '--xla_cpu_enable_concurrency_optimized_scheduler=false'
+DTYPE = env_choice('QVMC_BENCH_DTYPE', 'float32', ('float32', 'float64'))
 MOIRE_ROWS = []   # timed sizes
 MEMORY_ROWS = []  # untimed sizes (memory only)
-
-
-def _env_list(name, default):
-    text = os.environ.get(name, default)
-    try:
-        values = [int(v) for v in text.split(',') if v.strip()]
-    except ValueError:
-        raise ValueError(f'{name} must be comma-separated positive integers, got {text!r}.') from None
-    if not values or min(values) <= 0:
-        raise ValueError(f'{name} must be comma-separated positive integers, got {text!r}.')
-    return values
-
-
-def _env_int(name, default, minimum=1):
-    text = os.environ.get(name, str(default))
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ValueError(f'{name} must be an integer >= {minimum}, got {text!r}.')
-    return value
 
 
 def _cpu_seconds(pid):
@@ -112,9 +93,9 @@ def _measure(job, host_devices=1):
         env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={host_devices} ' + os.environ.get(
             'QVMC_BENCH_XLA_FLAGS', CPU_FLAGS)
     cmd = [sys.executable, os.path.abspath(__file__), json.dumps(job)]
-    for restarts in range(_env_int('QVMC_BENCH_RESTARTS', 2, minimum=0) + 1):
-        outcome = _run_watched(cmd, env, _env_int('QVMC_BENCH_STALL_SECONDS', 120),
-                               _env_int('QVMC_BENCH_TIMEOUT', 3600))
+    for restarts in range(env_int('QVMC_BENCH_RESTARTS', 2, minimum=0) + 1):
+        outcome = _run_watched(cmd, env, env_int('QVMC_BENCH_STALL_SECONDS', 120),
+                               env_int('QVMC_BENCH_TIMEOUT', 3600))
         if outcome is not None:
             returncode, out, err = outcome
             assert returncode == 0, out[-2000:] + err[-4000:]
@@ -128,20 +109,20 @@ def power_law(n, y):
     return float(np.exp(log_a)), float(b)
 
 
-@pytest.mark.parametrize('devices', _env_list('QVMC_BENCH_DEVICES', '1,2,4'))
+@pytest.mark.parametrize('devices', env_list('QVMC_BENCH_DEVICES', '1,2,4', minimum=1))
 def test_throughput_vs_devices(devices, report):
-    walkers = _env_int('QVMC_BENCH_SCALING_WALKERS', 64)
+    walkers = env_int('QVMC_BENCH_SCALING_WALKERS', 64)
     result = _measure({'mode': 'throughput', 'devices': devices, 'walkers': walkers, 'n': 6,
-                       'steps': _env_int('QVMC_BENCH_SCALING_STEPS', 5)}, host_devices=devices)
+                       'steps': env_int('QVMC_BENCH_SCALING_STEPS', 5)}, host_devices=devices)
     report({'benchmark': 'throughput vs devices (moiré N=6, QERNEL)', 'devices': devices, 'walkers': walkers,
             's/step': result['seconds_per_step'], 'walkers/s': walkers / result['seconds_per_step'],
             'compile s': result['compile_seconds'], 'backend': result['backend'], 'restarts': result['restarts']})
     assert np.isfinite(result['energy'])
 
 
-@pytest.mark.parametrize('n', _env_list('QVMC_BENCH_MOIRE_N', '6,18,54,96'))
+@pytest.mark.parametrize('n', env_list('QVMC_BENCH_MOIRE_N', '6,18,54,96', minimum=1))
 def test_moire_step_time_and_memory_vs_n(n, report):
-    walkers = _env_int('QVMC_BENCH_MOIRE_WALKERS', 8)
+    walkers = env_int('QVMC_BENCH_MOIRE_WALKERS', 8)
     memory = _measure({'mode': 'moire_memory', 'n': n, 'walkers': walkers})
     timing = _measure({'mode': 'moire_time', 'n': n, 'walkers': 2 * walkers})
     row = {'benchmark': 'moiré QERNEL step vs N', 'N': n, 'walkers': 2 * walkers,
@@ -155,9 +136,9 @@ def test_moire_step_time_and_memory_vs_n(n, report):
     assert memory['bytes_per_walker'] > 0 and timing['seconds_per_step'] > 0
 
 
-@pytest.mark.parametrize('n', _env_list('QVMC_BENCH_MOIRE_MEMORY_N', '150'))
+@pytest.mark.parametrize('n', env_list('QVMC_BENCH_MOIRE_MEMORY_N', '150', minimum=1))
 def test_moire_memory_vs_n_untimed(n, report):
-    walkers = _env_int('QVMC_BENCH_MOIRE_WALKERS', 8)
+    walkers = env_int('QVMC_BENCH_MOIRE_WALKERS', 8)
     memory = _measure({'mode': 'moire_memory', 'n': n, 'walkers': walkers})
     row = {'benchmark': 'moiré QERNEL memory vs N (untimed)', 'N': n, 'walkers': 2 * walkers,
            'peak MB': memory['peak_bytes'][1] / 2**20, 'MB/walker': memory['bytes_per_walker'] / 2**20,
@@ -168,13 +149,13 @@ def test_moire_memory_vs_n_untimed(n, report):
     assert memory['bytes_per_walker'] > 0
 
 
-@pytest.mark.parametrize('n', _env_list('QVMC_BENCH_CHUNK_N', '54,150'))
+@pytest.mark.parametrize('n', env_list('QVMC_BENCH_CHUNK_N', '54,150', minimum=1))
 def test_moire_memory_with_micro_batches(n, report):
     """The same step with ``VMCConfig(chunk_size=C)``: local energies and gradients of C walkers
     at a time, so the memory per extra walker drops to what sampling and the stored walkers need
     and the chunk's cost becomes a fixed part (W = 64 and 128 walkers, C from
     ``QVMC_BENCH_CHUNK``, 8)."""
-    chunk = _env_int('QVMC_BENCH_CHUNK', 8)
+    chunk = env_int('QVMC_BENCH_CHUNK', 8)
     memory = _measure({'mode': 'moire_memory', 'n': n, 'walkers': 64, 'chunk': chunk})
     report({'benchmark': 'moiré QERNEL memory, micro-batched', 'N': n, 'chunk': chunk, 'walkers': 128,
             'peak MB': memory['peak_bytes'][1] / 2**20, 'MB/walker': memory['bytes_per_walker'] / 2**20,
@@ -214,11 +195,11 @@ def _moire_vmc(n, walkers, mesh=None, chunk_size=None):
     from hamiltonians import MoireSystem
     from qvmc import VMC, VMCConfig
     system = MoireSystem()
-    config = dataclasses.replace(QernelConfig(), width=_env_int('QVMC_BENCH_QERNEL_WIDTH', 64),
-                                 num_layers=_env_int('QVMC_BENCH_QERNEL_LAYERS', 3), max_orbitals=max(16, n))
+    config = dataclasses.replace(QernelConfig(), width=env_int('QVMC_BENCH_QERNEL_WIDTH', 64),
+                                 num_layers=env_int('QVMC_BENCH_QERNEL_LAYERS', 3), max_orbitals=max(16, n))
     wavefunction = make_ansatz('qernel', config, lattice=system.network_lattice)
     vmc_config = VMCConfig(num_walkers=walkers, mcmc_substeps=5, chunk_size=chunk_size,
-                           network_dtype=os.environ.get('QVMC_BENCH_DTYPE', 'float32'))
+                           network_dtype=DTYPE)
     return VMC(wavefunction, system, [system.context(n, 0, lam=1.0)], optax.adam(1e-3), vmc_config, mesh=mesh)
 
 

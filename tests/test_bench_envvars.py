@@ -1,0 +1,59 @@
+"""``benchmarks/envvars.py``: benchmark sizes from ``QVMC_BENCH_*`` are checked before anything compiles."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+
+from envvars import env_choice, env_float, env_int, env_list, env_str  # noqa: E402
+
+NAME = 'QVMC_BENCH_UNIT_TEST'
+
+
+def test_defaults_when_unset(monkeypatch):
+    monkeypatch.delenv(NAME, raising=False)
+    assert env_int(NAME, 64) == 64
+    assert env_float(NAME, 1e-3) == 1e-3
+    assert env_list(NAME, '5-8') == [5, 6, 7, 8]
+    assert env_list(NAME, '0,1.5', float, minimum=0) == [0.0, 1.5]
+    assert env_choice(NAME, 'float32', ('float32', 'float64')) == 'float32'
+    assert env_str(NAME, 'runs/x') == 'runs/x'
+
+
+def test_values_from_the_environment(monkeypatch):
+    monkeypatch.setenv(NAME, ' 12 ')
+    assert env_int(NAME, 64) == 12
+    monkeypatch.setenv(NAME, '6,12, 20')
+    assert env_list(NAME, '6', minimum=2, even=True) == [6, 12, 20]
+    monkeypatch.setenv(NAME, 'moire')
+    assert env_list(NAME, 'quantum_dot', cast=str, choices=('quantum_dot', 'moire')) == ['moire']
+    monkeypatch.setenv(NAME, '0')
+    assert env_float(NAME, 1.0, inclusive=True) == 0.0
+    assert env_int(NAME, 2, minimum=0) == 0
+
+
+@pytest.mark.parametrize('value, call, expected', [
+    ('0', lambda: env_int(NAME, 64), 'an integer >= 1'),
+    ('12x', lambda: env_int(NAME, 64), 'an integer >= 1'),
+    ('1.5', lambda: env_int(NAME, 64), 'an integer >= 1'),
+    ('-0.1', lambda: env_float(NAME, 0.05), 'a finite number > 0'),
+    ('nan', lambda: env_float(NAME, 0.05), 'a finite number > 0'),
+    ('inf', lambda: env_float(NAME, 0.05), 'a finite number > 0'),
+    ('0', lambda: env_float(NAME, 0.05), 'a finite number > 0'),
+    ('7,12', lambda: env_list(NAME, '6', minimum=2, even=True), 'comma-separated even integers >= 2'),
+    ('6,,x', lambda: env_list(NAME, '6'), 'comma-separated integers'),
+    ('', lambda: env_list(NAME, '6'), 'comma-separated integers'),
+    ('1,-2', lambda: env_list(NAME, '1', float, minimum=0), 'comma-separated numbers >= 0'),
+    ('gpu', lambda: env_list(NAME, 'moire', cast=str, choices=('moire',)), 'names from moire'),
+    ('float16', lambda: env_choice(NAME, 'float32', ('float32', 'float64')), 'one of float32, float64'),
+    ('  ', lambda: env_str(NAME, 'runs/x'), 'a non-empty string'),
+])
+def test_bad_values_name_the_variable_and_the_fix(monkeypatch, value, call, expected):
+    monkeypatch.setenv(NAME, value)
+    with pytest.raises(ValueError, match=NAME) as err:
+        call()
+    assert expected in str(err.value)
+    assert f'unset {NAME}' in str(err.value)
