@@ -247,7 +247,11 @@ def check(parser, function, *args, **kwargs):
 def make_optimizer(args):
     """The drivers' optimizer from their flags: Adam (global-norm clipping, linear warm-up, cosine decay
     to 5 % of ``--lr``) or a natural gradient (``qvmc.natgrad`` sr/minsr/spring; warm-up from 10 % to
-    ``--lr``, cosine decay back to 10 %; the schedule runs in float64, the natural gradient's precision)."""
+    ``--lr``, cosine decay back to 10 %; the schedule runs in float64, the natural gradient's precision).
+
+    A natural gradient's Fisher-norm cap ``--max-norm`` follows the same schedule, squared
+    (``max_norm · (lr(t)/lr)²``): while the cap binds, the step length is ``sqrt(max_norm)`` whatever the
+    learning rate, so a schedule on the learning rate alone would leave the step unchanged."""
     import optax  # the flag helpers above stay importable without JAX
 
     from qvmc import natgrad
@@ -257,8 +261,12 @@ def make_optimizer(args):
         lr = optax.warmup_cosine_decay_schedule(0.0, args.lr, warmup, steps, end_value=args.lr * 0.05)
         return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
     lr = optax.warmup_cosine_decay_schedule(args.lr * 0.1, args.lr, warmup, steps, end_value=args.lr * 0.1)
+    max_norm = None
+    if args.max_norm is not None:
+        def max_norm(count, peak=float(args.lr), cap=float(args.max_norm)):
+            return cap * (lr(count) / peak) ** 2
     if args.optimizer == 'sr':
-        return natgrad.sr(lr, args.diag_shift, max_norm=args.max_norm, solver='cg', cg_maxiter=100)
+        return natgrad.sr(lr, args.diag_shift, max_norm=max_norm, solver='cg', cg_maxiter=100)
     if args.optimizer == 'minsr':
-        return natgrad.minsr(lr, args.diag_shift, max_norm=args.max_norm)
-    return natgrad.spring(lr, args.diag_shift, args.momentum, max_norm=args.max_norm)
+        return natgrad.minsr(lr, args.diag_shift, max_norm=max_norm)
+    return natgrad.spring(lr, args.diag_shift, args.momentum, max_norm=max_norm)

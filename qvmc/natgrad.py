@@ -56,9 +56,12 @@ they keep the constants from setting the conditioning when B ≤ P.
 
 Norm constraint (``max_norm``): as in KFAC/FermiNet, δ is scaled by
 ``s = min(1, sqrt(max_norm / (lr² δᵀSδ)))`` so the Fisher norm of the applied step,
-``lr² s² δᵀSδ = ‖lr s Ō δ‖²``, never exceeds ``max_norm``. Learning rate and diagonal shift
-accept an optax schedule (called with the state's int32 step ``count``, before it is
-incremented; the schedule's own dtype sets the lr precision) or a float.
+``lr² s² δᵀSδ = ‖lr s Ō δ‖²``, never exceeds ``max_norm``. While the constraint binds
+(``s < 1``) the applied step is ``sqrt(max_norm)`` long in the Fisher norm whatever the learning
+rate, so a learning-rate decay changes nothing then: decay ``max_norm`` with it (its Fisher norm
+is squared: a step-length decay ``1/(1 + t/T)`` is ``max_norm / (1 + t/T)²``). Learning rate,
+diagonal shift and ``max_norm`` accept an optax schedule (called with the state's int32 step
+``count``, before it is incremented; the schedule's own dtype sets the lr precision) or a float.
 
 All solves run in float64 (O is cast before any product, also for float32 networks;
 enable ``jax_enable_x64``); updates come back unraveled in the parameters' dtypes. A
@@ -104,6 +107,14 @@ def uses_scores(opt_state: Any) -> bool:
     i.e. the optimizer needs per-walker ``scores`` among its extra arguments."""
     is_ng = lambda x: isinstance(x, NaturalGradientState)
     return any(is_ng(x) for x in jax.tree.leaves(opt_state, is_leaf=is_ng))
+
+
+def last_info(opt_state: Any) -> Optional[NaturalGradientInfo]:
+    """The ``NaturalGradientInfo`` of the last update held in ``opt_state`` (of any optax chain or
+    wrapper), or None without a natural gradient. ``norm_scale < 1`` means the Fisher-norm cap bound."""
+    is_ng = lambda x: isinstance(x, NaturalGradientState)
+    states = [x for x in jax.tree.leaves(opt_state, is_leaf=is_ng) if is_ng(x)]
+    return states[0].info if states else None
 
 
 def _weights(context_weights: Optional[Array], num_contexts: Optional[int]) -> Array:
@@ -217,7 +228,7 @@ def _parameter_space_solve(o_bar, rhs, shift, solver, cg_tol, cg_maxiter):
 
 
 def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule,
-                      space: str, momentum: float = 0.0, max_norm: Optional[float] = None,
+                      space: str, momentum: float = 0.0, max_norm: Optional[ScalarOrSchedule] = None,
                       normalize_energy_scale: bool = False, solver: str = 'cholesky',
                       cg_tol: float = 1e-10, cg_maxiter: Optional[int] = None) -> NaturalGradient:
     """Shared builder; validates in Python, returns pure ``init``/``update``."""
@@ -225,8 +236,9 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
     shift_fn = _schedule(diag_shift, 'diag_shift', allow_zero=(space == 'parameter'))
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f'momentum must be in [0, 1], got {momentum}.')
-    if max_norm is not None and max_norm <= 0:
-        raise ValueError(f'max_norm must be > 0 or None (no constraint), got {max_norm}.')
+    if max_norm is not None and not callable(max_norm) and not float(max_norm) > 0:
+        raise ValueError(f'max_norm must be > 0, a schedule, or None (no constraint), got {max_norm}.')
+    max_norm_fn = None if max_norm is None else _schedule(max_norm, 'max_norm', allow_zero=False)
     if solver not in ('cholesky', 'cg'):
         raise ValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}.")
     _check_x64(name)
@@ -265,9 +277,10 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
                 delta = delta + momentum * state.previous_update
         fisher_sq = lr ** 2 * jnp.sum((o_bar @ delta) ** 2)
         scale = jnp.ones((), jnp.float64)
-        if max_norm is not None:
-            capped = jnp.sqrt(max_norm / jnp.where(fisher_sq > 0, fisher_sq, 1.0))
-            scale = jnp.where(fisher_sq > max_norm, capped, 1.0)
+        if max_norm_fn is not None:
+            cap = jnp.asarray(max_norm_fn(state.count), jnp.float64)
+            capped = jnp.sqrt(cap / jnp.where(fisher_sq > 0, fisher_sq, 1.0))
+            scale = jnp.where(fisher_sq > cap, capped, 1.0)
         updates = make_unravel(params)(-lr * scale * delta)
         new_state = NaturalGradientState(optax.safe_increment(state.count), delta if use_momentum else None,
                                          NaturalGradientInfo(lr, shift, fisher_sq, scale))
@@ -277,14 +290,14 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
 
 
 def sr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
-       max_norm: Optional[float] = None, normalize_energy_scale: bool = False,
+       max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False,
        solver: str = 'cholesky', cg_tol: float = 1e-10, cg_maxiter: Optional[int] = None) -> NaturalGradient:
     """Stochastic reconfiguration: solve ``(S + εI) δ = g`` in parameter space.
 
     Args:
       learning_rate: float or optax schedule of the step count.
       diag_shift: ε ≥ 0, float or schedule (ε = 0 needs S positive definite, i.e. B > P).
-      max_norm: cap on ``lr² δᵀSδ`` (None: no constraint).
+      max_norm: cap on ``lr² δᵀSδ``, float or schedule (None: no constraint).
       normalize_energy_scale: divide each context's centred energies by their std.
       solver: ``'cholesky'`` (dense ``[P, P]``, float64; for small P) or ``'cg'`` (matrix-free
         conjugate gradients with ``Ōᵀ(Ō v) + εv``; stops at ``cg_tol`` relative residual or
@@ -296,7 +309,7 @@ def sr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
 
 
 def minsr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
-          max_norm: Optional[float] = None, normalize_energy_scale: bool = False) -> NaturalGradient:
+          max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False) -> NaturalGradient:
     """minSR: ``δ = Ōᵀ (ŌŌᵀ + εI)⁻¹ 2ē`` with a float64 ``[B, B]`` Cholesky solve (ε > 0).
 
     Equal to ``sr`` with the same ε (push-through identity); cheaper when B < P.
@@ -307,7 +320,7 @@ def minsr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, 
 
 
 def spring(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, momentum: float = 0.9, *,
-           max_norm: Optional[float] = None, normalize_energy_scale: bool = False) -> NaturalGradient:
+           max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False) -> NaturalGradient:
     """SPRING (Goldshlager, Abrahamsen & Lin 2024): minSR with the previous direction as prior.
 
     ``δ_k = Ōᵀ (ŌŌᵀ + εI)⁻¹ (2ē - μ Ō δ_{k-1}) + μ δ_{k-1}``, μ = ``momentum`` in [0, 1]

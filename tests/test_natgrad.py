@@ -210,6 +210,58 @@ def test_schedules_follow_the_step_count():
     assert int(state.count) == 3
 
 
+def test_binding_norm_constraint_ignores_lr_but_follows_a_max_norm_schedule():
+    """While the constraint binds the step's Fisher norm is sqrt(max_norm) whatever the lr, so a
+    decay must act on max_norm; a max_norm schedule is followed step by step."""
+    o, e, ids = _synthetic(5, (10, 14), 25)
+    params = {'w': jnp.zeros(25)}
+    s_mat, _, _ = _dense_reference(o, e, ids, [0.5, 0.5], 1e-2)
+    free, _ = _flat_update(natgrad.minsr(0.5, 1e-2), o, e, ids, 2, params=params)
+    cap = 1e-3 * float(free @ s_mat @ free)
+    slow, _ = _flat_update(natgrad.minsr(0.05, 1e-2, max_norm=cap), o, e, ids, 2, params=params)
+    fast, _ = _flat_update(natgrad.minsr(0.5, 1e-2, max_norm=cap), o, e, ids, 2, params=params)
+    np.testing.assert_allclose(slow, fast, rtol=1e-10)  # lr 10x apart, same step
+    schedule = lambda count: cap / (1.0 + count) ** 2
+    tx = natgrad.minsr(0.5, 1e-2, max_norm=schedule)
+    update = jax.jit(lambda state: tx.update(None, state, params, scores=o, local_energies=e,
+                                             context_ids=ids, num_contexts=2))
+    state = tx.init(params)
+    for k in range(3):
+        updates, state = update(state)
+        step = np.asarray(updates['w'])
+        np.testing.assert_allclose(step @ s_mat @ step, cap / (1.0 + k) ** 2, rtol=1e-9)
+        np.testing.assert_allclose(step, fast / (1.0 + k), rtol=1e-9)
+        info = natgrad.last_info((optax.EmptyState(), state))  # found inside any chain
+        assert float(info.norm_scale) < 1.0 and float(info.learning_rate) == 0.5
+    assert natgrad.last_info(optax.adam(0.1).init(params)) is None
+    with pytest.raises(ValueError, match='max_norm'):
+        natgrad.minsr(0.1, 1e-2, max_norm=0.0)
+
+
+@pytest.mark.parametrize('optimizer', ['minsr', 'spring'])
+def test_driver_schedule_scales_the_norm_cap_with_the_learning_rate(optimizer):
+    """examples/cli.make_optimizer: warm-up from 10 % of --lr; with a binding cap the step's Fisher norm
+    is max_norm · (lr(t)/lr)², i.e. the step length follows the learning-rate schedule."""
+    import argparse
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'examples'))
+    import cli
+    o, e, ids = _synthetic(5, (10, 14), 25)
+    params = {'w': jnp.zeros(25)}
+    s_mat, _, _ = _dense_reference(o, e, ids, [0.5, 0.5], 1e-2)
+    free, _ = _flat_update(natgrad.minsr(0.05, 1e-2), o, e, ids, 2, params=params)
+    cap = 1e-3 * float(free @ s_mat @ free)
+    args = argparse.Namespace(optimizer=optimizer, lr=0.05, steps=100, max_norm=cap, diag_shift=1e-2, momentum=0.0)
+    tx = cli.make_optimizer(args)
+    state = tx.init(params)
+    for count, factor in ((0, 0.1), (21, 1.0), (100, 0.1)):  # warm-up start, peak (21 warm-up steps), end
+        updates, _ = tx.update(None, state._replace(count=jnp.asarray(count, jnp.int32)), params, scores=o,
+                               local_energies=e, context_ids=ids, num_contexts=2)
+        step = np.asarray(updates['w'])
+        np.testing.assert_allclose(step @ s_mat @ step, cap * factor ** 2, rtol=1e-5)  # float32 schedule
+
+
 def test_nonfinite_step_is_rejected_and_state_kept():
     o, e, ids = _synthetic(8, (7, 9), 10)
     params = {'w': jnp.linspace(0.0, 1.0, 10)}
