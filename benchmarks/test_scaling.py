@@ -35,14 +35,13 @@ process that times the 2W step is reported next to it.
 
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from envvars import env_choice, env_int, env_list
+from watch import measure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Extra XLA flags on CPU. The XLA CPU runtime of jaxlib 0.10.2 hangs on our 2-core hosts in
@@ -55,36 +54,6 @@ MOIRE_ROWS = []   # timed sizes
 MEMORY_ROWS = []  # untimed sizes (memory only)
 
 
-def _cpu_seconds(pid):
-    """User + system CPU seconds of a process from /proc (None where there is no /proc)."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _run_watched(cmd, env, stall_seconds, timeout):
-    """Runs ``cmd``; kills it when its CPU time stops growing for ``stall_seconds`` (the XLA CPU
-    runtime deadlock: all threads parked) and returns None then, else ``(returncode, out, err)``."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last_cpu, last_change, start = -1.0, time.time(), time.time()
-    while True:
-        try:
-            out, err = proc.communicate(timeout=5)
-            return proc.returncode, out, err
-        except subprocess.TimeoutExpired:
-            pass
-        cpu, now = _cpu_seconds(proc.pid), time.time()
-        if cpu is not None and cpu > last_cpu + 0.5:
-            last_cpu, last_change = cpu, now
-        if now - last_change > stall_seconds or now - start > timeout:
-            proc.kill()
-            proc.communicate()
-            return None
-
-
 def _measure(job, host_devices=1):
     """Runs ``job`` in a subprocess with ``host_devices`` virtual devices; returns its JSON result
     with ``'restarts'``: how often a stalled run (see ``CPU_FLAGS``) was killed and started again."""
@@ -92,15 +61,10 @@ def _measure(job, host_devices=1):
     if env['JAX_PLATFORMS'] == 'cpu':
         env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={host_devices} ' + os.environ.get(
             'QVMC_BENCH_XLA_FLAGS', CPU_FLAGS)
-    cmd = [sys.executable, os.path.abspath(__file__), json.dumps(job)]
-    for restarts in range(env_int('QVMC_BENCH_RESTARTS', 2, minimum=0) + 1):
-        outcome = _run_watched(cmd, env, env_int('QVMC_BENCH_STALL_SECONDS', 120),
-                               env_int('QVMC_BENCH_TIMEOUT', 3600))
-        if outcome is not None:
-            returncode, out, err = outcome
-            assert returncode == 0, out[-2000:] + err[-4000:]
-            return dict(json.loads(out.strip().splitlines()[-1]), restarts=restarts)
-    pytest.fail(f'{job} stalled {restarts + 1} times (XLA CPU deadlock); try QVMC_BENCH_XLA_FLAGS or a GPU.')
+    result, restarts = measure(__file__, job, env)
+    if result is None:
+        pytest.fail(f'{job} stalled {restarts} times (XLA CPU deadlock); try QVMC_BENCH_XLA_FLAGS or a GPU.')
+    return dict(result, restarts=restarts)
 
 
 def power_law(n, y):
