@@ -1,7 +1,9 @@
-"""``benchmarks/envvars.py``: benchmark sizes from ``QVMC_BENCH_*`` are checked before anything compiles."""
+"""Benchmark helpers: ``envvars`` (``QVMC_BENCH_*`` sizes checked before anything compiles) and ``watch``
+(measurements in subprocesses; a run without CPU progress is killed and retried, never waited on forever)."""
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -9,6 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 
 from envvars import env_choice, env_float, env_int, env_list, env_str  # noqa: E402
+import watch  # noqa: E402
 
 NAME = 'QVMC_BENCH_UNIT_TEST'
 
@@ -57,3 +60,29 @@ def test_bad_values_name_the_variable_and_the_fix(monkeypatch, value, call, expe
         call()
     assert expected in str(err.value)
     assert f'unset {NAME}' in str(err.value)
+
+
+def test_watch_returns_the_json_line_of_a_finished_run(tmp_path, monkeypatch):
+    script = tmp_path / 'job.py'
+    script.write_text('import json, sys\nprint("noise")\nprint(json.dumps({"twice": 2 * json.loads(sys.argv[1])["n"]}))\n')
+    monkeypatch.setenv('QVMC_BENCH_RESTARTS', '0')
+    assert watch.measure(str(script), {'n': 21}, dict(os.environ)) == ({'twice': 42}, 0)
+
+
+def test_watch_kills_a_run_without_cpu_progress_and_retries(tmp_path, monkeypatch):
+    """A sleeping process stands in for the XLA CPU deadlock (threads parked, CPU time flat)."""
+    script = tmp_path / 'stuck.py'
+    script.write_text('import time\ntime.sleep(120)\n')
+    monkeypatch.setenv('QVMC_BENCH_RESTARTS', '1')
+    monkeypatch.setenv('QVMC_BENCH_STALL_SECONDS', '1')
+    start = time.time()
+    assert watch.measure(str(script), {}, dict(os.environ)) == (None, 2)
+    assert time.time() - start < 60
+
+
+def test_watch_reports_a_failed_run(tmp_path, monkeypatch):
+    script = tmp_path / 'fails.py'
+    script.write_text('raise SystemExit("bad size")\n')
+    monkeypatch.setenv('QVMC_BENCH_RESTARTS', '0')
+    with pytest.raises(RuntimeError, match='bad size'):
+        watch.measure(str(script), {'n': 3}, dict(os.environ))
