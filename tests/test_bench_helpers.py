@@ -64,7 +64,8 @@ def test_bad_values_name_the_variable_and_the_fix(monkeypatch, value, call, expe
 
 def test_watch_returns_the_json_line_of_a_finished_run(tmp_path, monkeypatch):
     script = tmp_path / 'job.py'
-    script.write_text('import json, sys\nprint("noise")\nprint(json.dumps({"twice": 2 * json.loads(sys.argv[1])["n"]}))\n')
+    script.write_text('import json, sys\nprint("noise")\n'
+                      'print(json.dumps({"twice": 2 * json.loads(sys.argv[1])["n"]}))\n')
     monkeypatch.setenv('QVMC_BENCH_RESTARTS', '0')
     assert watch.measure(str(script), {'n': 21}, dict(os.environ)) == ({'twice': 42}, 0)
 
