@@ -261,6 +261,7 @@ def make_optimizer(args):
         lr = optax.warmup_cosine_decay_schedule(0.0, args.lr, warmup, steps, end_value=args.lr * 0.05)
         return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
     lr = optax.warmup_cosine_decay_schedule(args.lr * 0.1, args.lr, warmup, steps, end_value=args.lr * 0.1)
+
     def scaled_max_norm(count, peak=float(args.lr), cap=args.max_norm):
         return cap * (lr(count) / peak) ** 2
     max_norm = None if args.max_norm is None else scaled_max_norm
