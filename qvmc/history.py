@@ -36,6 +36,8 @@ def history_rows(step: int, info: StepInfo, seconds: float, contexts: Sequence) 
                    num_nonfinite=int(st.num_nonfinite), num_bad_walkers=int(st.num_bad_walkers),
                    loss=float(info.loss), accepted=bool(info.accepted), seconds=seconds)
         row.update({k: float(v) for k, v in st.components.items()})
+        if info.optimizer is not None:  # natural gradient: lr, ε, Fisher norm² before the cap, cap factor
+            row.update({k: float(v) for k, v in info.optimizer._asdict().items()})
         rows.append(row)
     return rows
 

@@ -107,3 +107,4 @@ class StepInfo(NamedTuple):
     loss: Array
     tasks: Tuple[TaskStats, ...]
     accepted: Array
+    optimizer: Any = None  # natural gradients: this update's natgrad.NaturalGradientInfo, else None

@@ -131,7 +131,7 @@ def make_train_step(wavefunction, system, optimizer: optax.GradientTransformatio
                                jax.tree.map(keep, new_opt_state, state.opt_state), tuple(chains), state.values,
                                state.num_rejected + jnp.where(accepted, 0, 1).astype(jnp.int32), state.spins)
         loss = jnp.mean(jnp.stack([s.energy for s in stats]))
-        return new_state, StepInfo(loss, tuple(stats), accepted)
+        return new_state, StepInfo(loss, tuple(stats), accepted, natgrad.last_info(new_opt_state))
 
     return step
 

@@ -82,6 +82,10 @@ def test_moire_single_lambda_natural_gradient(tmp_path):
     assert 'minsr (lr 0.05), network float32, x64 on' in result.stdout
     history = pd.read_csv(run_dir / 'history.csv')
     assert set(history['context']) == {'N=6(6,0) lam=1.2'}
+    # the natural gradient's facts per step: warm-up starts at 10 % of --lr; the cap factor is in (0, 1]
+    assert history['learning_rate'].iloc[0] == pytest.approx(0.005, rel=1e-6)
+    assert history['norm_scale'].between(0.0, 1.0, inclusive='right').all()
+    assert (history['fisher_norm_sq'] >= 0).all() and (history['diag_shift'] == 1e-3).all()
     energies = pd.read_csv(run_dir / 'sweep' / 'energies.csv')
     assert list(energies['lam']) == [1.2] and energies['honeycomb_order'].notna().all()
     assert not (run_dir / 'sweep' / 'transition.csv').exists()

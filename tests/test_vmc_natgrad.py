@@ -52,6 +52,7 @@ def test_micro_batched_step_equals_unbatched(name):
     _, whole, info_whole = _two_content_step(name, None)
     _, split, info_split = _two_content_step(name, 5)
     assert info_whole.accepted and info_split.accepted
+    assert (info_whole.optimizer is None) == (name == 'sgd')  # natural gradients report lr, ε, norms
     assert float(info_split.loss) == pytest.approx(float(info_whole.loss), rel=1e-12)
     assert _max_rel_diff(split.params, whole.params) < 1e-10
 
