@@ -57,7 +57,6 @@ def burn_in_rows(step: int, event: str, contexts, assignment: Optional[samplers.
     return rows
 
 
-
 class Progress:
     """A progress line every ``every`` steps: energy, variance, acceptance, speed and ETA.
 
@@ -148,7 +147,6 @@ class CsvAppender:
         if self._file is not None:
             self._file.close()
         self._file = self._writer = None
-
 
 
 def truncate_csv(path: str, keep_step: Callable[[float], bool]) -> None:
