@@ -90,6 +90,8 @@ class Progress:
         line = (f'step {step:{len(str(self.num_steps))}d}/{self.num_steps} {100 * step / self.num_steps:3.0f}%  '
                 f'E {float(info.loss):.5f}  var {variance:.3e}  acc {acceptance:.2f}  '
                 f'{rate:.3f} s/step  ETA {format_seconds(eta)}')
+        if info.optimizer is not None:  # natural gradient: the factor the Fisher-norm cap applied (1: not bound)
+            line += f'  cap {float(info.optimizer.norm_scale):.2f}'
         if len(contexts) <= 6:
             line += '  | ' + ' '.join(f'{c.label()}: {float(t.energy):.4f}' for c, t in zip(contexts, info.tasks))
         if not info.accepted:

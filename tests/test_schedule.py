@@ -138,4 +138,11 @@ def test_progress_line_has_energy_variance_acceptance_and_eta():
         progress.update(step, StepInfo(3.5, stats, True), contexts)
     assert len(lines) == 2 and lines[1].startswith('step  20/100  20%  E 3.50000  var 2.500e-01  acc 0.50')
     assert 'ETA ' in lines[1] and 'ETA ?' not in lines[1] and 'N=2(1,1) lam=2 omega=1: 4.0000' in lines[1]
+    assert 'cap' not in lines[1]  # no natural gradient
+    from qvmc.natgrad import NaturalGradientInfo
+    line = Progress(100, 10, None).update(20, StepInfo(3.5, stats, True), contexts)
+    assert line is None  # print_fn None: nothing formatted
+    ng = NaturalGradientInfo(0.05, 1e-3, 4.0, 0.25)
+    line = Progress(100, 20, lambda _: None).update(20, StepInfo(3.5, stats, True, ng), contexts)
+    assert '  cap 0.25' in line
     assert format_seconds(3725) == '1:02:05' and format_seconds(65) == '1:05' and format_seconds(float('nan')) == '?'
