@@ -105,8 +105,7 @@ NaturalGradient = optax.GradientTransformationExtraArgs  # the type every optimi
 def uses_scores(opt_state: Any) -> bool:
     """True if ``opt_state`` (of any optax chain or wrapper) holds a natural-gradient state,
     i.e. the optimizer needs per-walker ``scores`` among its extra arguments."""
-    is_ng = lambda x: isinstance(x, NaturalGradientState)
-    return any(is_ng(x) for x in jax.tree.leaves(opt_state, is_leaf=is_ng))
+    return last_info(opt_state) is not None
 
 
 def last_info(opt_state: Any) -> Optional[NaturalGradientInfo]:
