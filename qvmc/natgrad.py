@@ -64,8 +64,10 @@ diagonal shift and ``max_norm`` accept an optax schedule (called with the state'
 ``count``, before it is incremented; the schedule's own dtype sets the lr precision) or a float.
 
 All solves run in float64 (O is cast before any product, also for float32 networks;
-enable ``jax_enable_x64``); updates come back unraveled in the parameters' dtypes. A
-failed factorisation gives NaN updates, which ``apply_if_finite`` rejects.
+enable ``jax_enable_x64``). minSR and SPRING cast, centre and multiply O in column chunks
+(``qvmc.score_kernel``), so the float64 ``[B, P]`` copy of Ō is never formed. Updates come back
+unraveled in the parameters' dtypes. A failed factorisation gives NaN updates, which
+``apply_if_finite`` rejects.
 """
 
 import warnings
@@ -76,6 +78,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from qvmc import score_kernel
+from qvmc.score_kernel import gram  # noqa: F401  (public here since the blocked Gram was added)
 from qvmc.scores import make_unravel
 from samplers.types import Array, Params
 
@@ -148,20 +152,9 @@ def center_by_context(scores: Array, local_energies: Array, context_ids: Array, 
       context_weights: ``[C]`` weights ``w_c`` of the per-context energies (default ``1/C``).
       normalize_energy_scale: divide ē of context c by ``std_c(E)`` (zero std: undivided).
     """
-    o = jnp.asarray(scores).astype(jnp.float64)
-    e = jnp.asarray(local_energies).astype(jnp.float64)
-    ids = jnp.asarray(context_ids)
-    weights = _weights(context_weights, num_contexts)
-    num_contexts = weights.shape[0]
-    counts = jax.ops.segment_sum(jnp.ones_like(e), ids, num_segments=num_contexts)
-    safe_counts = jnp.maximum(counts, 1.0)
-    o = o - (jax.ops.segment_sum(o, ids, num_segments=num_contexts) / safe_counts[:, None])[ids]
-    e = e - (jax.ops.segment_sum(e, ids, num_segments=num_contexts) / safe_counts)[ids]
-    if normalize_energy_scale:
-        std = jnp.sqrt(jax.ops.segment_sum(e * e, ids, num_segments=num_contexts) / safe_counts)
-        e = e / jnp.where(std > 0, std, 1.0)[ids]
-    row_scale = jnp.sqrt(weights / safe_counts)[ids]
-    return o * row_scale[:, None], e * row_scale
+    centre, e_bar = score_kernel.centring(scores, local_energies, context_ids,
+                                          _weights(context_weights, num_contexts), normalize_energy_scale)
+    return centre(scores), e_bar
 
 
 def energy_gradient(scores: Array, local_energies: Array, context_ids: Array, num_contexts: Optional[int] = None,
@@ -187,32 +180,11 @@ def _check_x64(name: str) -> None:
                       "call jax.config.update('jax_enable_x64', True) at start-up.", stacklevel=3)
 
 
-GRAM_BLOCK_ROWS = 256  # rows per block of the symmetric Gram product (fewer rows: one product)
-
-
-def gram(rows: Array, max_blocks: int = 4) -> Array:
-    """``rows @ rows.T`` computed from its lower block triangle only.
-
-    The ``B`` rows are split into ``nb = min(max_blocks, B // GRAM_BLOCK_ROWS)`` slices; the
-    ``nb(nb+1)/2`` products ``R_i R_jᵀ`` (j ≤ i) are formed and the upper blocks are their
-    transposes, so the ``B²P`` kernel build of minSR / SPRING costs ``(nb+1)/(2nb)`` of the full
-    product (5/8 for nb = 4) in the same precision, and the result is exactly symmetric.
-    """
-    num_rows = rows.shape[0]
-    nb = max(1, min(int(max_blocks), num_rows // GRAM_BLOCK_ROWS))
-    if nb == 1:
-        return rows @ rows.T
-    edges = [round(i * num_rows / nb) for i in range(nb + 1)]
-    blocks = [rows[edges[i]:edges[i + 1]] for i in range(nb)]
-    lower = {(i, j): blocks[i] @ blocks[j].T for i in range(nb) for j in range(i + 1)}
-    return jnp.block([[lower[i, j] if j <= i else lower[j, i].T for j in range(nb)] for i in range(nb)])
-
-
-def _sample_space_solve(o_bar, rhs, ids, num_contexts, shift):
-    """``ζ = (ŌŌᵀ + εI + Σ_c 1_c1_cᵀ/n_c)⁻¹ rhs``, projected to zero per-context mean."""
+def _sample_space_solve(kernel0, rhs, ids, num_contexts, shift):
+    """``ζ = (ŌŌᵀ + εI + Σ_c 1_c1_cᵀ/n_c)⁻¹ rhs`` from ``kernel0 = ŌŌᵀ``, projected to zero per-context mean."""
     counts = jnp.maximum(jax.ops.segment_sum(jnp.ones_like(rhs), ids, num_segments=num_contexts), 1.0)
     same = (ids[:, None] == ids[None, :]).astype(rhs.dtype) / counts[ids][None, :]
-    kernel = gram(o_bar) + shift * jnp.eye(rhs.shape[0], dtype=rhs.dtype) + same
+    kernel = kernel0 + shift * jnp.eye(rhs.shape[0], dtype=rhs.dtype) + same
     zeta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(kernel, lower=True), rhs)
     return zeta - (jax.ops.segment_sum(zeta, ids, num_segments=num_contexts) / counts)[ids]
 
@@ -260,21 +232,27 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
                              'context_ids [B] (the training step passes them; see qvmc.natgrad).')
         weights = _weights(context_weights, num_contexts)
         num_contexts = weights.shape[0]
-        o_bar, e_bar = center_by_context(scores, local_energies, context_ids, None, weights,
-                                         normalize_energy_scale)
+        scores = jnp.asarray(scores)
         lr = jnp.asarray(lr_fn(state.count), jnp.float64)
         shift = jnp.asarray(shift_fn(state.count), jnp.float64)
         if space == 'parameter':
+            o_bar, e_bar = center_by_context(scores, local_energies, context_ids, None, weights,
+                                             normalize_energy_scale)
             delta = _parameter_space_solve(o_bar, 2.0 * o_bar.T @ e_bar, shift, solver, cg_tol, cg_maxiter)
+            o_delta = o_bar @ delta
         else:
-            ids = jnp.asarray(context_ids)
-            rhs = 2.0 * e_bar
-            if use_momentum:
-                rhs = rhs - momentum * (o_bar @ state.previous_update)
-            delta = o_bar.T @ _sample_space_solve(o_bar, rhs, ids, num_contexts, shift)
+            # Ō is used only in column chunks (qvmc.score_kernel): its float64 copy is never formed.
+            centre, e_bar = score_kernel.centring(scores, local_energies, context_ids, weights,
+                                                  normalize_energy_scale)
+            kernel0, o_previous = score_kernel.kernel(scores, centre, state.previous_update if use_momentum else None)
+            rhs = 2.0 * e_bar - momentum * o_previous if use_momentum else 2.0 * e_bar
+            zeta = _sample_space_solve(kernel0, rhs, jnp.asarray(context_ids), num_contexts, shift)
+            delta = score_kernel.transpose_product(scores, centre, zeta)
+            o_delta = kernel0 @ zeta  # Ō Ōᵀ ζ
             if use_momentum:
                 delta = delta + momentum * state.previous_update
-        fisher_sq = lr ** 2 * jnp.sum((o_bar @ delta) ** 2)
+                o_delta = o_delta + momentum * o_previous
+        fisher_sq = lr ** 2 * jnp.sum(o_delta ** 2)
         scale = jnp.ones((), jnp.float64)
         if max_norm_fn is not None:
             cap = jnp.asarray(max_norm_fn(state.count), jnp.float64)

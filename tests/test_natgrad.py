@@ -8,7 +8,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from qvmc import natgrad, scores as scores_lib
+from qvmc import natgrad, score_kernel, scores as scores_lib
 
 RTOL = 1e-10
 VALUES = {'omega': jnp.asarray(1.3)}
@@ -113,7 +113,7 @@ def test_three_contexts_synthetic_weighted(p, normalize):
 
 @pytest.mark.parametrize('num_rows', [7, 16, 35])  # one block, even blocks, uneven blocks
 def test_block_triangle_gram_equals_the_full_product(monkeypatch, num_rows):
-    monkeypatch.setattr(natgrad, 'GRAM_BLOCK_ROWS', 8)
+    monkeypatch.setattr(score_kernel, 'GRAM_BLOCK_ROWS', 8)
     rows = jnp.asarray(np.random.default_rng(num_rows).normal(size=(num_rows, 13)))
     kernel = np.asarray(natgrad.gram(rows))
     np.testing.assert_allclose(kernel, np.asarray(rows) @ np.asarray(rows).T, rtol=1e-13, atol=1e-13)
@@ -121,7 +121,7 @@ def test_block_triangle_gram_equals_the_full_product(monkeypatch, num_rows):
 
 
 def test_minsr_and_spring_with_a_blocked_gram_match_the_dense_reference(monkeypatch):
-    monkeypatch.setattr(natgrad, 'GRAM_BLOCK_ROWS', 8)  # 36 rows: 4 blocks of 9
+    monkeypatch.setattr(score_kernel, 'GRAM_BLOCK_ROWS', 8)  # 36 rows: 4 blocks of 9
     o, e, ids = _synthetic(50, (5, 11, 20), 50)
     weights = jnp.asarray([0.2, 0.5, 0.3])
     _, _, delta = _dense_reference(o, e, ids, weights, 1e-2)
@@ -129,6 +129,31 @@ def test_minsr_and_spring_with_a_blocked_gram_match_the_dense_reference(monkeypa
     for tx in (natgrad.minsr(0.1, 1e-2), natgrad.spring(0.1, 1e-2, momentum=0.0)):
         update, _ = _flat_update(tx, o, e, ids, 3, weights, params=params)
         np.testing.assert_allclose(update, -0.1 * delta, rtol=RTOL, atol=1e-12 * np.abs(delta).max())
+
+
+@pytest.mark.parametrize('chunk', [7, 10, 64])  # chunks and a remainder, exact chunks, one piece
+def test_chunked_score_products_match_the_dense_reference(monkeypatch, chunk):
+    """minSR and SPRING form ŌŌᵀ, Ō v and Ōᵀζ from column chunks of O (qvmc.score_kernel); the
+    direction, SPRING's recursion and the Fisher norm of the step must not depend on the chunking."""
+    monkeypatch.setattr(score_kernel, 'SCORE_CHUNK', chunk)
+    p, shift, mu, lr = 30, 1e-2, 0.9, 0.3
+    params = {'w': jnp.zeros(p)}
+    weights = jnp.asarray([0.3, 0.7])
+    tx = natgrad.spring(lr, shift, momentum=mu)
+    state, previous = tx.init(params), np.zeros(p)
+    for k in range(2):
+        o, e, ids = _synthetic(40 + k, (9, 14), p)
+        o = o.astype(jnp.float32)  # as from a float32 network: each chunk is cast to float64
+        s_mat, g, _ = _dense_reference(o, e, ids, np.asarray(weights), shift)
+        expected = mu * previous + np.linalg.solve(s_mat + shift * np.eye(p), g - mu * s_mat @ previous)
+        update, state = _flat_update(tx, o, e, ids, 2, weights, params=params, state=state)
+        atol = 1e-12 * np.abs(expected).max()
+        np.testing.assert_allclose(update, -lr * expected, rtol=RTOL, atol=atol)
+        np.testing.assert_allclose(state.info.fisher_norm_sq, lr ** 2 * expected @ s_mat @ expected, rtol=1e-9)
+        previous = expected
+    _, _, delta = _dense_reference(o, e, ids, np.asarray(weights), shift)
+    update, _ = _flat_update(natgrad.minsr(lr, shift), o, e, ids, 2, weights, params=params)
+    np.testing.assert_allclose(update, -lr * delta, rtol=RTOL, atol=1e-12 * np.abs(delta).max())
 
 
 def test_contexts_with_different_particle_numbers_real_scores():
