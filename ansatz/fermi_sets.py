@@ -28,6 +28,10 @@ class FermiSetsConfig:
         so the network can choose the angular-momentum sector the interacting ground state
         needs (e.g. polarized N = 7 at λ = 8 wants |m| = 3, not the filling order's |m| = 1).
         The shell is degenerate, so λ = 0 stays exactly representable.
+      open_shell_order: which members of a partly filled shell the polynomial priors start from
+        (``harmonic_basis.OPEN_SHELL_ORDERS``): ``'filling'`` (|m| ascending) or ``'high_m'``
+        (|m| descending). It changes no parameter shape: one parameter set can be evaluated in
+        either sector and the lower energy kept (``qvmc.pretrained.PretrainedModel.estimate``).
     """
     width: int = 32
     num_layers: int = 2
@@ -36,11 +40,15 @@ class FermiSetsConfig:
     hidden: int = 32
     cusp: bool = True
     open_shell_mixing: bool = True
+    open_shell_order: str = 'filling'
 
     def __post_init__(self):
         for name in ('width', 'num_layers', 'num_heads', 'num_determinants', 'hidden'):
             if getattr(self, name) <= 0:
                 raise ValueError(f'FermiSetsConfig.{name} must be > 0, got {getattr(self, name)}.')
+        if self.open_shell_order not in harmonic_basis.OPEN_SHELL_ORDERS:
+            raise ValueError(f'FermiSetsConfig.open_shell_order must be one of {harmonic_basis.OPEN_SHELL_ORDERS}, '
+                             f'got {self.open_shell_order!r}.')
         if self.width % self.num_heads:
             raise ValueError(f'width={self.width} must be divisible by num_heads={self.num_heads}.')
 
@@ -128,7 +136,7 @@ class FermiSets(hk.Module):
         for start, count, sigma in ((0, n_up, 1.0), (n_up, n_down, -1.0)):
             if count == 0:
                 continue
-            labels = harmonic_basis.orbital_labels(count)
+            labels = harmonic_basis.orbital_labels(count, cfg.open_shell_order)
             q = jnp.asarray(harmonic_basis.label_features(labels), x.dtype)  # [M, 4]
             gen_in = jnp.concatenate([q, jnp.broadcast_to(cond, (count, cond.shape[0])),
                                       jnp.full((count, 1), sigma, x.dtype)], axis=-1)

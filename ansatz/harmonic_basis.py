@@ -22,18 +22,33 @@ class OrbitalLabel(NamedTuple):
     is_sin: int  # 0: cos(mθ) partner (or m = 0), 1: sin(mθ) partner
 
 
-def orbital_labels(num_orbitals: int) -> List[OrbitalLabel]:
-    """The first ``num_orbitals`` orbitals in filling order (lowest shells first)."""
+OPEN_SHELL_ORDERS = ('filling', 'high_m')
+
+
+def orbital_labels(num_orbitals: int, open_shell_order: str = 'filling') -> List[OrbitalLabel]:
+    """The first ``num_orbitals`` orbitals: complete shells, then members of the partly filled shell.
+
+    ``open_shell_order`` picks which members of a partly filled shell come first: ``'filling'``
+    (|m| ascending, the filling order) or ``'high_m'`` (|m| descending, ``cos`` before ``sin``),
+    the sector of rotating Wigner molecules (e.g. polarized N = 7 wants |m| = 3). Complete shells
+    are the same in both; inside a shell the choices are degenerate at zero coupling.
+    """
     if num_orbitals < 0:
         raise ValueError(f'num_orbitals must be >= 0, got {num_orbitals}.')
+    if open_shell_order not in OPEN_SHELL_ORDERS:
+        raise ValueError(f'open_shell_order must be one of {OPEN_SHELL_ORDERS}, got {open_shell_order!r}.')
     labels: List[OrbitalLabel] = []
     shell = 0
     while len(labels) < num_orbitals:
+        members = []
         for abs_m in range(shell % 2, shell + 1, 2):
             n_r = (shell - abs_m) // 2
-            labels.append(OrbitalLabel(shell, n_r, abs_m, 0))
+            members.append(OrbitalLabel(shell, n_r, abs_m, 0))
             if abs_m > 0:
-                labels.append(OrbitalLabel(shell, n_r, abs_m, 1))
+                members.append(OrbitalLabel(shell, n_r, abs_m, 1))
+        if open_shell_order == 'high_m' and len(labels) + len(members) > num_orbitals:
+            members.sort(key=lambda lab: (-lab.abs_m, lab.is_sin))
+        labels.extend(members)
         shell += 1
     return labels[:num_orbitals]
 

@@ -9,6 +9,11 @@ N = 5, 7, 9, 11 at λ ∈ {0, 1, 2, 3, 5, 7, 8, 10}. Writes ``energies.csv``, ``
 ``card_energy_table.json`` (rows for ``qvmc.pretrained.export_model``'s card) into ``--out``, and
 flags every energy below an exact reference by more than 4σ (impossible for a variational energy:
 a sampling or estimator bug). ``--n`` and ``--lam`` restrict the table for small runs.
+
+Where N has a partly filled shell, every open-shell order of the model
+(``PretrainedModel.open_shell_orders``: the filling order and the high-|m| sector) is estimated
+with the same parameters and key and the lowest energy is kept, a variational choice (the table's
+note names the sector and the other order's energy).
 """
 
 import argparse
@@ -112,6 +117,8 @@ def markdown(table: pd.DataFrame, title: str) -> str:
         dev = '' if math.isnan(r['deviation']) else f'{r["deviation"]:+.4f}'
         z = '' if math.isnan(r['z']) else f'{r["z"]:+.1f}'
         note = '**BELOW EXACT by > 4σ**' if r['below_exact'] else ('' if r['equilibrated'] else 'not equilibrated')
+        if r.get('other_orders'):
+            note = '; '.join(x for x in (note, f'{r["open_shell_order"]} (other: {r["other_orders"]})') if x)
         lines.append(f'| {r["N"]} | {r["lam"]:g} | {r["split"]} | {format_value_error(r["energy"], r["energy_err"])} '
                      f'| {ref} | {dev} | {z} | {note} |')
     return '\n'.join(lines) + '\n'
@@ -120,7 +127,8 @@ def markdown(table: pd.DataFrame, title: str) -> str:
 def card_rows(table: pd.DataFrame):
     """JSON rows for a model card's ``energy_table`` (NaN -> None)."""
     keep = ['N', 'n_up', 'n_down', 'lam', 'omega', 'split', 'group', 'energy', 'energy_err', 'energy_tau',
-            'reference', 'reference_err', 'deviation', 'z', 'below_exact', 'num_walkers', 'num_steps']
+            'reference', 'reference_err', 'deviation', 'z', 'below_exact', 'num_walkers', 'num_steps',
+            'open_shell_order', 'other_orders']
     rows = table[keep].to_dict(orient='records')
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
 
@@ -131,16 +139,20 @@ def main(argv=None):
     start = time.time()
     model = pretrained.load(args.model_path)
     print(f'{model}: {len(args.points)} points')
-    predictor = model.predictor()
     key = jax.random.PRNGKey(args.seed)
     rows = []
     for i, (n, lam, group) in enumerate(args.points):
         ctx = model.context(n, lam)
-        est = predictor.estimate(model.params, ctx, jax.random.fold_in(key, i), num_walkers=args.walkers,
-                                 num_steps=args.steps, burn_in_chunk=args.burn_in[0],
-                                 min_burn_in=args.burn_in[1], max_burn_in=args.burn_in[2])
+        # Every open-shell order of N (one for closed shells) with the same key; the lowest energy is kept.
+        found = model.estimates(n, lam, jax.random.fold_in(key, i), num_walkers=args.walkers, num_steps=args.steps,
+                                burn_in_chunk=args.burn_in[0], min_burn_in=args.burn_in[1],
+                                max_burn_in=args.burn_in[2])
+        order, est = min(found.items(), key=lambda item: item[1].energy.mean)
         row = compare(est.to_row(), ctx)
-        row.update(group=group, split=split_of(model, ctx), num_walkers=args.walkers, num_steps=args.steps)
+        row.update(group=group, split=split_of(model, ctx), num_walkers=args.walkers, num_steps=args.steps,
+                   open_shell_order=order,
+                   other_orders='; '.join(f'{o} {format_value_error(e.energy.mean, e.energy.error)}'
+                                          for o, e in found.items() if o != order))
         rows.append(row)
         ref = '' if math.isnan(row['reference']) else f'  ref {row["reference"]:.6g}  z {row["z"]:+.1f}'
         print(f'{ctx.label():<24} {row["split"]:<11} E = {format_value_error(row["energy"], row["energy_err"])}'

@@ -109,11 +109,17 @@ def main(argv=None):
     start = time.time()
     model = pretrained.load(args.model_path)
     ctx = model.context(args.n, args.lam)
-    sweep = model.sweep()
-    measured = sweep.measure(model.params, ctx, jax.random.PRNGKey(args.seed), num_walkers=args.walkers,
-                             num_steps=args.steps, burn_in_chunk=args.burn_in[0], min_burn_in=args.burn_in[1],
-                             max_burn_in=args.burn_in[2])
-    table = report(model, ctx, measured.row)
+    found = {}  # every open-shell order of N with the same key (one for closed shells); the lowest energy wins
+    for order in model.open_shell_orders(args.n):
+        found[order] = model.sweep(open_shell_order=order).measure(
+            model.params, ctx, jax.random.PRNGKey(args.seed), num_walkers=args.walkers, num_steps=args.steps,
+            burn_in_chunk=args.burn_in[0], min_burn_in=args.burn_in[1], max_burn_in=args.burn_in[2])
+    order, measured = min(found.items(), key=lambda item: item[1].row['energy'])
+    if len(found) > 1:
+        others = ', '.join(f'{o}: {format_value_error(m.row["energy"], m.row["energy_err"])}'
+                           for o, m in found.items() if o != order)
+        print(f'open shell: the {order!r} sector has the lowest energy ({others})')
+    table = report(model, ctx, dict(measured.row, open_shell_order=order))
     os.makedirs(args.out, exist_ok=True)
     table.to_csv(os.path.join(args.out, 'energy.csv'), index=False)
     measured.density.to_csv(os.path.join(args.out, 'density.csv'), index=False)

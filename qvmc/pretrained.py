@@ -20,12 +20,13 @@ import json
 import math
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ansatz import harmonic_basis
 from ansatz.registry import ANSATZE, make_ansatz
 from hamiltonians import QuantumDot
 from hamiltonians.context import Context
@@ -322,7 +323,8 @@ class PretrainedModel:
         self.spin_sector = metadata['spin_sector']
         self.card = metadata.get('card') or {}
         self.sampling = VMCConfig(**metadata.get('sampling') or {})
-        self._predictor = None
+        self._variants = {}  # open-shell order -> wavefunction with the same parameters
+        self._predictors = {}
 
     def __repr__(self):
         a = self.metadata['ansatz']
@@ -344,24 +346,63 @@ class PretrainedModel:
         """A validated context of N electrons in the model's spin sector (``ValueError`` if invalid)."""
         return self.system.context(*self.spins(n), lam=lam, omega=omega)
 
-    def predictor(self, config: Optional[VMCConfig] = None, **kwargs):
-        """A ``qvmc.inference.Predictor`` for this model (``config``: default the training sampler settings)."""
-        from qvmc.inference import Predictor  # pylint: disable=import-outside-toplevel
-        return Predictor(self.wavefunction, self.system, config or self.sampling, **kwargs)
+    def open_shell_orders(self, n: int) -> Tuple[str, ...]:
+        """The open-shell orders (``ansatz.harmonic_basis.OPEN_SHELL_ORDERS``) that give different
+        wavefunctions at N, the stored one first: one for a closed-shell N or an ansatz without
+        the option. Every order is a valid wavefunction of the same parameters, so the lowest
+        energy among them is a variational choice, not a fit."""
+        stored = self.metadata['ansatz']['config'].get('open_shell_order', 'filling')
+        if self.metadata['ansatz']['name'] != 'fermi_sets':
+            return (stored,)
+        orders = [stored] + [o for o in harmonic_basis.OPEN_SHELL_ORDERS if o != stored]
+        labels = {o: [harmonic_basis.orbital_labels(c, o) for c in self.spins(n)] for o in orders}
+        return tuple(o for i, o in enumerate(orders) if all(labels[o] != labels[q] for q in orders[:i]))
 
-    def sweep(self, config: Optional[VMCConfig] = None, **kwargs):
+    def _wavefunction(self, open_shell_order: Optional[str]):
+        a = self.metadata['ansatz']
+        if open_shell_order is None or open_shell_order == a['config'].get('open_shell_order', 'filling'):
+            return self.wavefunction
+        if a['name'] != 'fermi_sets' or open_shell_order not in harmonic_basis.OPEN_SHELL_ORDERS:
+            raise ValueError(f'open_shell_order must be one of {harmonic_basis.OPEN_SHELL_ORDERS} (Fermi Sets '
+                             f'models only), got {open_shell_order!r} for a {a["name"]} model.')
+        if open_shell_order not in self._variants:
+            config = ANSATZE[a['name']].config_cls(**dict(a['config'], open_shell_order=open_shell_order))
+            self._variants[open_shell_order] = make_ansatz(a['name'], config)
+        return self._variants[open_shell_order]
+
+    def predictor(self, config: Optional[VMCConfig] = None, *, open_shell_order: Optional[str] = None, **kwargs):
+        """A ``qvmc.inference.Predictor`` for this model (``config``: default the training sampler
+        settings; ``open_shell_order``: default the stored one)."""
+        from qvmc.inference import Predictor  # pylint: disable=import-outside-toplevel
+        return Predictor(self._wavefunction(open_shell_order), self.system, config or self.sampling, **kwargs)
+
+    def sweep(self, config: Optional[VMCConfig] = None, *, open_shell_order: Optional[str] = None, **kwargs):
         """A ``qvmc.sweep.Sweep`` (energies, density, g(r), slices) for this model."""
         from qvmc.sweep import Sweep  # pylint: disable=import-outside-toplevel
-        return Sweep(self.wavefunction, self.system, config or self.sampling, **kwargs)
+        return Sweep(self._wavefunction(open_shell_order), self.system, config or self.sampling, **kwargs)
+
+    def estimates(self, n: int, lam: float, rng_key=None, *, orders: Optional[Sequence[str]] = None,
+                  omega: Optional[float] = None, seed: int = 0, **kwargs) -> Dict[str, Any]:
+        """``{open-shell order: Predictor.estimate}`` at N and λ for ``orders`` (default all of
+        ``open_shell_orders(n)``), each from the same key."""
+        key = jax.random.PRNGKey(seed) if rng_key is None else rng_key
+        ctx = self.context(n, lam, omega)
+        out = {}
+        for order in (self.open_shell_orders(n) if orders is None else orders):
+            if order not in self._predictors:
+                self._predictors[order] = self.predictor(open_shell_order=order)
+            out[order] = self._predictors[order].estimate(self.params, ctx, key, **kwargs)
+        return out
 
     def estimate(self, n: int, lam: float, rng_key=None, *, omega: Optional[float] = None, seed: int = 0,
-                 **kwargs):
+                 open_shell_order: str = 'auto', **kwargs):
         """``Predictor.estimate`` at N electrons and coupling λ (keyword arguments: ``num_walkers``,
-        ``num_steps``, burn-in bounds). ``rng_key`` defaults to ``PRNGKey(seed)``."""
-        if self._predictor is None:
-            self._predictor = self.predictor()
-        key = jax.random.PRNGKey(seed) if rng_key is None else rng_key
-        return self._predictor.estimate(self.params, self.context(n, lam, omega), key, **kwargs)
+        ``num_steps``, burn-in bounds). ``rng_key`` defaults to ``PRNGKey(seed)``.
+        ``open_shell_order='auto'`` estimates every order of ``open_shell_orders(n)`` and returns the
+        lowest energy (for polarized N = 7 at λ = 8 the |m| = 3 sector, ``'high_m'``); or name one."""
+        orders = None if open_shell_order == 'auto' else [open_shell_order]
+        found = self.estimates(n, lam, rng_key, orders=orders, omega=omega, seed=seed, **kwargs)
+        return min(found.values(), key=lambda est: est.energy.mean)
 
 
 def load(name_or_path: str, directory: Optional[str] = None) -> PretrainedModel:

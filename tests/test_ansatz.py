@@ -145,6 +145,22 @@ def test_open_shell_labels():
         harmonic_basis.open_shell(-1)
 
 
+def test_open_shell_orders():
+    """'high_m' puts a partly filled shell's largest |m| first (cos before sin); complete shells and
+    closed-shell N are the same in both orders."""
+    labels = harmonic_basis.orbital_labels(7, 'high_m')
+    assert labels[:6] == harmonic_basis.orbital_labels(6) and (labels[6].abs_m, labels[6].is_sin) == (3, 0)
+    nine = harmonic_basis.orbital_labels(9, 'high_m')[6:]
+    assert [(lab.abs_m, lab.is_sin) for lab in nine] == [(3, 0), (3, 1), (1, 0)]
+    assert [lab.abs_m for lab in harmonic_basis.orbital_labels(11, 'high_m')[10:]] == [4]
+    for count in (1, 3, 6, 10):
+        assert harmonic_basis.orbital_labels(count, 'high_m') == harmonic_basis.orbital_labels(count)
+    with pytest.raises(ValueError, match='open_shell_order'):
+        harmonic_basis.orbital_labels(7, 'low_m')
+    with pytest.raises(ValueError, match='open_shell_order'):
+        ansatz.FermiSetsConfig(open_shell_order='sector3')
+
+
 def test_open_shell_mixing_has_the_same_parameters_for_every_n():
     """Parameters created at a closed shell (6, 0) and at an open one (7, 0) have identical shapes."""
     wf = ansatz.make_fermi_sets(SMALL_CONFIG)
@@ -159,9 +175,10 @@ def test_open_shell_mixing_has_the_same_parameters_for_every_n():
     assert any('open_shell_mixer' in name for name in shapes[0])
 
 
-@pytest.mark.parametrize('spins,exact', [((7, 0), 18.0), pytest.param((8, 0), 22.0, marks=pytest.mark.slow),
-                                         ((4, 1), 9.0)])  # (8, 0): a second polarized open shell, ~25 s compile
-def test_open_shell_mixing_stays_exact_at_zero_coupling(spins, exact):
+@pytest.mark.parametrize('spins,exact,order', [((7, 0), 18.0, 'filling'), ((7, 0), 18.0, 'high_m'),
+                                               pytest.param((8, 0), 22.0, 'filling', marks=pytest.mark.slow),
+                                               ((4, 1), 9.0, 'filling')])  # (8, 0): ~25 s compile
+def test_open_shell_mixing_stays_exact_at_zero_coupling(spins, exact, order):
     """Mixing only combines orbitals of one degenerate shell, so with the network's dressing off
     (generated weights and ρ's position dependence zeroed) and O(1) random mixing weights, every
     determinant, and hence Ψ, is still an eigenstate at λ = 0: E_L equals the exact energy on every
@@ -173,7 +190,7 @@ def test_open_shell_mixing_stays_exact_at_zero_coupling(spins, exact):
     logs = {}
     for mixing in (True, False):
         config = ansatz.FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=2, hidden=8,
-                                        open_shell_mixing=mixing)
+                                        open_shell_mixing=mixing, open_shell_order=order)
         wf = ansatz.make_fermi_sets(config)
         params = wf.init(jax.random.PRNGKey(1), walkers[0], cond, spins, 0.0)
         params = {name: dict(layer) for name, layer in params.items()}

@@ -76,7 +76,8 @@ def test_round_trip_identical_params_and_wavefunction(exported):
     meta = payload['metadata']
     assert meta['ansatz'] == {'name': 'fermi_sets', 'config_class': 'FermiSetsConfig',
                               'config': {'width': 8, 'num_layers': 1, 'num_heads': 4, 'num_determinants': 2,
-                                         'hidden': 32, 'cusp': True, 'open_shell_mixing': True}}
+                                         'hidden': 32, 'cusp': True, 'open_shell_mixing': True,
+                                         'open_shell_order': 'filling'}}
     assert meta['system'] == {'name': 'QuantumDot', 'params': {'max_electrons': 30, 'default_omega': 1.0, 'ndim': 2}}
     assert meta['training_set']['contexts'] == [{'n_up': 3, 'n_down': 0, 'lam': 1.0, 'omega': 1.0},
                                                 {'n_up': 3, 'n_down': 0, 'lam': 4.0, 'omega': 1.0}]
@@ -209,7 +210,8 @@ def test_shipped_model_reproduces_its_card():
     rows = sorted(rows, key=lambda r: (r['N'], r['lam']))[:2]  # the smallest N: the cheapest
     for i, r in enumerate(rows):
         est = model.estimate(r['N'], r['lam'], jax.random.PRNGKey(1000 + i),
-                             num_walkers=r.get('num_walkers') or 256, num_steps=r.get('num_steps') or 200)
+                             num_walkers=r.get('num_walkers') or 256, num_steps=r.get('num_steps') or 200,
+                             open_shell_order=r.get('open_shell_order') or 'filling')
         sigma = math.hypot(est.energy.error, r['energy_err'])
         assert abs(est.energy.mean - r['energy']) < 5 * sigma, (r, est.energy)
 
@@ -223,3 +225,20 @@ def test_shipped_foundation_model_loads_and_matches_the_code():
     assert sum(int(np.size(p)) for p in jax.tree.leaves(model.params)) == 29111
     trained = {(c['n_up'] + c['n_down'], c['lam']) for c in model.metadata['training_set']['contexts']}
     assert trained == {(n, lam) for n in (6, 8, 10) for lam in (0.0, 1.0, 2.0, 5.0, 8.0, 10.0)}
+
+
+def test_open_shell_orders_are_compared_variationally(exported):
+    """A model is evaluated at an open-shell N in every open-shell order with the same parameters and
+    key; ``estimate`` keeps the lowest energy, and a closed shell has one order only."""
+    model = pretrained.load(exported['path'])
+    assert model.open_shell_orders(3) == ('filling',) and model.open_shell_orders(6) == ('filling',)
+    assert model.open_shell_orders(2) == ('filling',)  # one |m| = 1 slot: the same orbital either way
+    assert model.open_shell_orders(4) == ('filling', 'high_m') == model.open_shell_orders(7)
+    kwargs = dict(num_walkers=16, num_steps=10, burn_in_chunk=5, min_burn_in=5, max_burn_in=10)
+    found = model.estimates(4, 2.0, jax.random.PRNGKey(5), **kwargs)
+    assert set(found) == {'filling', 'high_m'}
+    assert found['filling'].energy.mean != found['high_m'].energy.mean  # different wavefunctions
+    best = model.estimate(4, 2.0, jax.random.PRNGKey(5), **kwargs)
+    assert best.energy.mean == min(e.energy.mean for e in found.values())
+    with pytest.raises(ValueError, match='open_shell_order'):
+        model.estimate(4, 2.0, open_shell_order='lowest_m', **kwargs)
