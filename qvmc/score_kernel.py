@@ -106,4 +106,6 @@ def transpose_product(scores: Array, centre: Callable[[Array], Array], z: Array,
         parts.append(stacked.reshape(-1))
     if tail:
         parts.append(centre(scores[:, full * chunk:]).T @ z)
+    if not parts:  # a wavefunction without parameters
+        return jnp.zeros((0,), jnp.float64)
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
