@@ -351,16 +351,20 @@ class PretrainedModel:
         wavefunctions at N, the stored one first: one for a closed-shell N or an ansatz without
         the option. Every order is a valid wavefunction of the same parameters, so the lowest
         energy among them is a variational choice, not a fit."""
-        stored = self.metadata['ansatz']['config'].get('open_shell_order', 'filling')
+        stored = self._stored_open_shell_order
         if self.metadata['ansatz']['name'] != 'fermi_sets':
             return (stored,)
         orders = [stored] + [o for o in harmonic_basis.OPEN_SHELL_ORDERS if o != stored]
         labels = {o: [harmonic_basis.orbital_labels(c, o) for c in self.spins(n)] for o in orders}
         return tuple(o for i, o in enumerate(orders) if all(labels[o] != labels[q] for q in orders[:i]))
 
+    @property
+    def _stored_open_shell_order(self) -> str:
+        return self.metadata['ansatz']['config'].get('open_shell_order', 'filling')  # older files: the filling order
+
     def _wavefunction(self, open_shell_order: Optional[str]):
         a = self.metadata['ansatz']
-        if open_shell_order is None or open_shell_order == a['config'].get('open_shell_order', 'filling'):
+        if open_shell_order is None or open_shell_order == self._stored_open_shell_order:
             return self.wavefunction
         if a['name'] != 'fermi_sets' or open_shell_order not in harmonic_basis.OPEN_SHELL_ORDERS:
             raise ValueError(f'open_shell_order must be one of {harmonic_basis.OPEN_SHELL_ORDERS} (Fermi Sets '
