@@ -8,7 +8,8 @@ Points (in the model's spin sector): the published DMC points N = 6 at λ = 8, 1
 N = 5, 7, 9, 11 at λ ∈ {0, 1, 2, 3, 5, 7, 8, 10}. Writes ``energies.csv``, ``energies.md`` and
 ``card_energy_table.json`` (rows for ``qvmc.pretrained.export_model``'s card) into ``--out``, and
 flags every energy below an exact reference by more than 4σ (impossible for a variational energy:
-a sampling or estimator bug). ``--n`` and ``--lam`` restrict the table for small runs.
+a sampling or estimator bug). ``--n`` and ``--lam`` restrict the table for small runs;
+``--update-card`` merges the new rows into the model's card and its Markdown table (``model_card.py``).
 
 Where N has a partly filled shell, every open-shell order of the model
 (``PretrainedModel.open_shell_orders``: the filling order and the high-|m| sector) is estimated
@@ -33,6 +34,7 @@ from samplers.stats import format_value_error
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
 from cli import check, nonnegative_int, parse_burn_in, parse_range, positive_int  # noqa: E402
+from model_card import card_markdown_path, markdown_rows, update_card  # noqa: E402
 
 FLAG_SIGMA = 4.0
 UNSEEN_LAMS = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 8.0, 10.0)
@@ -68,6 +70,10 @@ def parse_args(argv=None):
     p.add_argument('--n', default=None, help='only these N, e.g. 5-7 or 6,10')
     p.add_argument('--lam', default=None, help='only these λ, e.g. 0,8')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--update-card', action='store_true',
+                   help="merge the new rows into the model file's card (re-exported in place, parameters "
+                        'unchanged; rows at the same N and λ are replaced) and into the table of its Markdown card '
+                        '(<model>.md next to the file, when it exists)')
     args = p.parse_args(argv)
     check(p, parse_burn_in, args.burn_in, '--burn-in')
     if not -2**63 <= args.seed < 2**63:
@@ -82,6 +88,8 @@ def parse_args(argv=None):
         pretrained.read(args.model_path)
     except ValueError as err:
         p.error(f'--model: {err}')
+    if args.update_card and not os.access(args.model_path, os.W_OK):
+        p.error(f'--update-card: the model file {args.model_path!r} is not writable')
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f'--out: bad path {args.out!r} (exists and is not a directory)')
     return args
@@ -110,25 +118,14 @@ def compare(row, ctx):
 
 def markdown(table: pd.DataFrame, title: str) -> str:
     """The card table in Markdown: E ± err, reference, deviation, z, flags."""
-    lines = [f'# {title}', '', '| N | λ | split | E (Ha) | reference (Ha) | deviation (Ha) | z | note |',
-             '|---:|---:|:---|---:|---:|---:|---:|:---|']
-    for _, r in table.iterrows():
-        ref = '' if math.isnan(r['reference']) else f'{r["reference"]:.6g}' + ('' if r['reference_exact'] else ' (DMC)')
-        dev = '' if math.isnan(r['deviation']) else f'{r["deviation"]:+.4f}'
-        z = '' if math.isnan(r['z']) else f'{r["z"]:+.1f}'
-        note = '**BELOW EXACT by > 4σ**' if r['below_exact'] else ('' if r['equilibrated'] else 'not equilibrated')
-        if r.get('other_orders'):
-            note = '; '.join(x for x in (note, f'{r["open_shell_order"]} (other: {r["other_orders"]})') if x)
-        lines.append(f'| {r["N"]} | {r["lam"]:g} | {r["split"]} | {format_value_error(r["energy"], r["energy_err"])} '
-                     f'| {ref} | {dev} | {z} | {note} |')
-    return '\n'.join(lines) + '\n'
+    return '\n'.join([f'# {title}', ''] + markdown_rows(table)) + '\n'
 
 
 def card_rows(table: pd.DataFrame):
     """JSON rows for a model card's ``energy_table`` (NaN -> None)."""
     keep = ['N', 'n_up', 'n_down', 'lam', 'omega', 'split', 'group', 'energy', 'energy_err', 'energy_tau',
             'reference', 'reference_err', 'deviation', 'z', 'below_exact', 'num_walkers', 'num_steps',
-            'open_shell_order', 'other_orders']
+            'open_shell_order', 'other_orders', 'equilibrated']
     rows = table[keep].to_dict(orient='records')
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
 
@@ -170,6 +167,10 @@ def main(argv=None):
               f'{-r["z"]:.1f}σ below the exact {r["reference"]:.6g} (a variational energy cannot be)')
     print(f'wrote {args.out}/{{energies.csv, energies.md, card_energy_table.json}} in {time.time() - start:.0f} s; '
           f'{len(flagged)} flagged')
+    if args.update_card:
+        count = update_card(args.model_path, card_rows(table))
+        md = card_markdown_path(args.model_path)
+        print(f'updated the card of {args.model_path} ({count} rows)' + (f' and {md}' if os.path.exists(md) else ''))
     return table
 
 

@@ -3,6 +3,7 @@ prediction driver's flags, and (slow) the shipped model against its own card."""
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,6 +21,7 @@ from qvmc import VMC, VMCConfig, checkpoint, pretrained, resume
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'examples'))
 
+import model_card  # noqa: E402
 import predict  # noqa: E402
 
 COMPILES = []
@@ -97,6 +99,38 @@ def test_reexport_replaces_only_the_card(exported, tmp_path):
     assert new.metadata['training'] == old.metadata['training']
     for a, b in zip(jax.tree.leaves(old.params), jax.tree.leaves(new.params)):
         assert np.array_equal(a, b)
+
+
+def test_card_update_merges_rows_and_keeps_the_parameters(exported, tmp_path):
+    path = str(tmp_path / 'tiny.qvmc')
+    pretrained.export_model(exported['path'], path, {'energy_table': [
+        {'N': 3, 'lam': 1.0, 'split': 'train', 'energy': 4.5, 'energy_err': 0.01, 'reference': None,
+         'reference_err': None, 'deviation': None, 'z': None, 'below_exact': False},
+        {'N': 5, 'lam': 0.0, 'split': 'unseen N', 'energy': 11.2, 'energy_err': 0.01, 'reference': 11.0,
+         'reference_err': 0.0, 'deviation': 0.2, 'z': 20.0, 'below_exact': False}]}, name='tiny')
+    md = tmp_path / 'tiny.md'
+    md.write_text('# card\n\n' + model_card.TABLE_HEADER + '\n|---|\n| old |\n\n## after\n')
+    new = [{'N': 5, 'lam': 0.0, 'split': 'unseen N', 'energy': 11.0001, 'energy_err': 0.0001, 'reference': 11.0,
+            'reference_err': 0.0, 'deviation': 0.0001, 'z': 1.0, 'below_exact': False, 'equilibrated': True,
+            'open_shell_order': 'high_m', 'other_orders': 'filling 11.0003(1)'},
+           {'N': 4, 'lam': 2.0, 'split': 'unseen N', 'energy': 9.0, 'energy_err': 0.001, 'reference': None,
+            'reference_err': None, 'deviation': None, 'z': None, 'below_exact': False, 'equilibrated': False}]
+    assert model_card.update_card(path, new) == 3
+    model = pretrained.load(path)
+    rows = model.card['energy_table']
+    assert [(r['N'], r['lam']) for r in rows] == [(3, 1.0), (4, 2.0), (5, 0.0)]
+    assert rows[2]['energy'] == 11.0001 and rows[0]['energy'] == 4.5  # replaced / kept
+    assert model.name == 'tiny' and model.metadata['training'] == pretrained.load(exported['path']).metadata['training']
+    for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(exported['state'].params)):
+        assert np.array_equal(a, b)
+    text = md.read_text()
+    assert '| old |' not in text and text.endswith('## after\n') and text.startswith('# card\n')
+    assert '| 5 | 0 | unseen N | 11.0001(1) | 11 | +0.0001 | +1.0 | high_m (other: filling 11.0003(1)) |' in text
+    assert '| 4 | 2 | unseen N | 9.000(1) |  |  |  | not equilibrated |' in text
+    md.write_text('# a card without a table\n')
+    with pytest.raises(ValueError, match='no energy table'):
+        model_card.update_card(path, new)
+    assert pretrained.load(path).card['energy_table'] == rows  # refused before anything was written
 
 
 def test_corrupted_byte_is_refused(exported, tmp_path):
@@ -186,10 +220,11 @@ def test_predict_and_evaluate_drivers_smoke(exported, tmp_path):
     row = pd.read_csv(out / 'energy.csv').iloc[0]
     assert np.isfinite(row['energy']) and row['energy_err'] > 0
 
-    card = tmp_path / 'card'
-    cmd = [sys.executable, os.path.join(ROOT, 'examples', 'evaluate_foundation.py'), '--model', exported['path'],
+    card, copy = tmp_path / 'card', str(tmp_path / 'tiny.qvmc')
+    shutil.copy(exported['path'], copy)
+    cmd = [sys.executable, os.path.join(ROOT, 'examples', 'evaluate_foundation.py'), '--model', copy,
            '--out', str(card), '--n', '5', '--lam', '0', '--walkers', '8', '--steps', '10',
-           '--burn-in', '5', '10', '20']
+           '--burn-in', '5', '10', '20', '--update-card']
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(card / 'energies.csv')
@@ -197,6 +232,8 @@ def test_predict_and_evaluate_drivers_smoke(exported, tmp_path):
     assert table['split'].iloc[0] == 'unseen N' and 'below_exact' in table
     assert '| 5 | 0 | unseen N |' in (card / 'energies.md').read_text()
     assert (card / 'card_energy_table.json').exists()
+    rows = pretrained.load(copy).card['energy_table']  # --update-card: the old (3, 1) row and the new (5, 0) one
+    assert [(r['N'], r['lam']) for r in rows] == [(3, 1.0), (5, 0.0)] and rows[1]['energy'] == table['energy'].iloc[0]
 
 
 @pytest.mark.slow
