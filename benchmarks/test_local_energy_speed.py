@@ -9,10 +9,13 @@ jaxlib 0.10.2's XLA CPU runtime can deadlock in the N = 20 program on 2-core hos
 parked, the main thread in ``BlockUntilReady``). ``benchmarks/conftest.py`` turns off its
 concurrency-optimized scheduler, which cured the hang on one host but not on another (see
 benchmarks/README.md). The folx/Hessian ratio test therefore runs every N in a watched subprocess
-(``watch.py``): a stalled run is killed and restarted (``QVMC_BENCH_RESTARTS``, default 2, after
-``QVMC_BENCH_STALL_SECONDS``, default 120, without CPU progress), and a size that never finishes is
-reported as stalled while the other sizes are still measured. The in-process pytest-benchmark
-throughput test shares those runs and skips a size that stalled there.
+(``watch.py``): a stalled run is killed and restarted pinned to one CPU (``QVMC_BENCH_RESTARTS``,
+default 2, after ``QVMC_BENCH_STALL_SECONDS``, default 120, without CPU progress; the deadlock needs
+multi-threaded execution: N = 30 stalled in every two-core try and finished pinned), and a size that
+never finishes is reported as stalled while the other sizes are still measured. A pinned size's
+row says ``cores: 1``: its ratio is measured in one run like the others, its walkers/s are single-core.
+The in-process pytest-benchmark throughput test shares those runs and runs only the sizes whose
+two-core run finished.
 """
 
 import json
@@ -72,7 +75,7 @@ _WATCHED = {}
 def _watched(n):
     """``(result, restarts)`` of the watched subprocess run of size ``n``, run once per session."""
     if n not in _WATCHED:
-        _WATCHED[n] = measure(__file__, {'n': n}, dict(os.environ))
+        _WATCHED[n] = measure(__file__, {'n': n}, dict(os.environ), one_core_after_stall=True)
     return _WATCHED[n]
 
 
@@ -81,9 +84,10 @@ def _watched(n):
 def test_local_energy_throughput(benchmark, spins, method):
     """pytest-benchmark statistics in this process, only for sizes whose watched subprocess run
     finished: a size that stalls there would hang the session here."""
-    if _watched(sum(spins))[0] is None:
-        pytest.skip(f'N = {sum(spins)} stalled in its watched subprocess (XLA CPU runtime deadlock); '
-                    'not run in-process')
+    result = _watched(sum(spins))[0]
+    if result is None or result['one_core']:
+        pytest.skip(f'N = {sum(spins)} stalled in its watched two-core subprocess (XLA CPU runtime deadlock); '
+                    'not run in-process, where it could hang the session')
     fn, walkers = _setup(spins, method)
     benchmark(lambda: fn(walkers).block_until_ready())
 
@@ -108,7 +112,8 @@ def test_folx_vs_hessian_ratio(spins, report):
     never finishes is reported as stalled instead of hanging the session."""
     n = sum(spins)
     result, restarts = _watched(n)
-    row = {'benchmark': 'local energy', 'N': n, 'walkers': NUM_WALKERS, 'dtype': DTYPE, 'restarts': restarts}
+    row = {'benchmark': 'local energy', 'N': n, 'walkers': NUM_WALKERS, 'dtype': DTYPE, 'restarts': restarts,
+           'cores': '1 (pinned after a stall)' if result and result['one_core'] else 'all'}
     if result is None:
         report(dict(row, **{'folx walkers/s': 'stalled', 'hessian walkers/s': 'stalled'}))
         pytest.fail(f'N = {n}: every try stalled (XLA CPU runtime deadlock, {restarts} tries); '

@@ -67,7 +67,7 @@ def test_watch_returns_the_json_line_of_a_finished_run(tmp_path, monkeypatch):
     script.write_text('import json, sys\nprint("noise")\n'
                       'print(json.dumps({"twice": 2 * json.loads(sys.argv[1])["n"]}))\n')
     monkeypatch.setenv('QVMC_BENCH_RESTARTS', '0')
-    assert watch.measure(str(script), {'n': 21}, dict(os.environ)) == ({'twice': 42}, 0)
+    assert watch.measure(str(script), {'n': 21}, dict(os.environ)) == ({'twice': 42, 'one_core': False}, 0)
 
 
 def test_watch_kills_a_run_without_cpu_progress_and_retries(tmp_path, monkeypatch):
@@ -79,6 +79,20 @@ def test_watch_kills_a_run_without_cpu_progress_and_retries(tmp_path, monkeypatc
     start = time.time()
     assert watch.measure(str(script), {}, dict(os.environ)) == (None, 2)
     assert time.time() - start < 60
+
+
+@pytest.mark.skipif(not hasattr(os, 'sched_setaffinity'), reason='needs CPU affinity (Linux)')
+def test_watch_retries_a_stalled_run_on_one_core(tmp_path, monkeypatch):
+    """A job that stalls whenever it may use more than one CPU (as the XLA deadlock does) finishes when
+    the restart is pinned to one CPU (without the option it would stall every time, as above)."""
+    script = tmp_path / 'needs_one_core.py'
+    script.write_text('import json, os, time\ncpus = len(os.sched_getaffinity(0))\n'
+                      'time.sleep(120) if cpus > 1 else None\nprint(json.dumps({"cpus": cpus}))\n')
+    monkeypatch.setenv('QVMC_BENCH_RESTARTS', '1')
+    monkeypatch.setenv('QVMC_BENCH_STALL_SECONDS', '1')
+    result, restarts = watch.measure(str(script), {}, dict(os.environ), one_core_after_stall=True)
+    assert result['cpus'] == 1 and result['one_core'] == (restarts == 1)
+    assert restarts == (1 if len(os.sched_getaffinity(0)) > 1 else 0)
 
 
 def test_watch_reports_a_failed_run(tmp_path, monkeypatch):
