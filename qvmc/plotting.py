@@ -10,9 +10,24 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+MAX_LEGEND_CONTEXTS = 12  # more training contexts than this (a blockwise schedule): points coloured by λ
+
+
+def _varying_parameter(history: pd.DataFrame) -> Optional[str]:
+    """The Hamiltonian parameter (named in the context labels, ``N=6(6,0) lam=0.75``) that takes the most
+    values in a history; None if none varies."""
+    names = {tok.split('=')[0] for label in history['context'].unique() for tok in str(label).split()[1:] if '=' in tok}
+    spread = {c: history[c].nunique() for c in sorted(names) if c in history.columns}
+    return max(spread, key=spread.get) if spread and max(spread.values()) > 1 else None
+
+
 def plot_training(history: pd.DataFrame, path: str, references: Optional[Dict[str, float]] = None,
                   window: int = 10) -> None:
     """Energy per training context vs step (running mean over ``window`` steps).
+
+    A history with more than ``MAX_LEGEND_CONTEXTS`` contexts (a blockwise schedule draws new ones every
+    block) is drawn as points coloured by the varying parameter (λ) with a colour bar instead of one
+    labelled line per context.
 
     Args:
       history: rows with columns ``step``, ``context``, ``energy``, ``variance``.
@@ -20,16 +35,27 @@ def plot_training(history: pd.DataFrame, path: str, references: Optional[Dict[st
       references: optional ``{context label: exact energy}`` drawn as dashed lines.
     """
     fig, (ax_e, ax_v) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, group in history.groupby('context', sort=False):
-        smooth = group['energy'].rolling(window, min_periods=1).mean()
-        line, = ax_e.plot(group['step'], smooth, label=label)
-        if references and label in references:
-            ax_e.axhline(references[label], ls='--', color=line.get_color(), lw=0.8)
-        ax_v.semilogy(group['step'], group['variance'].rolling(window, min_periods=1).mean(), label=label)
-    ax_e.set(xlabel='step', ylabel='energy (Ha), running mean', title='Training energy per context')
+    many = history['context'].nunique() > MAX_LEGEND_CONTEXTS
+    if many:
+        param = _varying_parameter(history)
+        colour = history[param] if param else None
+        points = ax_e.scatter(history['step'], history['energy'], c=colour, s=2, cmap='viridis')
+        ax_v.scatter(history['step'], history['variance'], c=colour, s=2, cmap='viridis')
+        ax_v.set_yscale('log')
+        if param:
+            fig.colorbar(points, ax=[ax_e, ax_v], label=param, fraction=0.04)
+    else:
+        for label, group in history.groupby('context', sort=False):
+            smooth = group['energy'].rolling(window, min_periods=1).mean()
+            line, = ax_e.plot(group['step'], smooth, label=label)
+            if references and label in references:
+                ax_e.axhline(references[label], ls='--', color=line.get_color(), lw=0.8)
+            ax_v.semilogy(group['step'], group['variance'].rolling(window, min_periods=1).mean(), label=label)
+        ax_e.legend(fontsize=7)
+        fig.tight_layout()
+    what = 'energy' if many else 'energy, running mean'  # Ha for the dot, meV for the moiré system
+    ax_e.set(xlabel='step', ylabel=what, title='Training energy per context')
     ax_v.set(xlabel='step', ylabel='local-energy variance', title='Variance (→ 0 for eigenstates)')
-    ax_e.legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -171,8 +197,8 @@ def plot_transition(x, y, yerr, transition, path: str, xlabel: str = 'λ',
         ax.plot(xs, a + b * xs, ':', color='0.6', lw=0.8)
         ax.plot(x[side], a + b * x[side], '-', lw=1.5)
     ax.axvspan(c - transition.position_err, c + transition.position_err, color='C3', alpha=0.15)
-    ax.axvline(c, color='C3', lw=1, label=f'jump at {c:.3f} ± {transition.position_err:.3f}, '
-                                           f'size {transition.jump:.3g} ± {transition.jump_err:.2g}')
+    label = f'jump at {c:.3f} ± {transition.position_err:.3f}, size {transition.jump:.3g} ± {transition.jump_err:.2g}'
+    ax.axvline(c, color='C3', lw=1, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.legend(fontsize=8)
     ax_scan.plot(transition.scan['position'], transition.scan['chi2'], '-o', ms=3)

@@ -1,10 +1,12 @@
-"""Transition locator: synthetic jumps between two linear branches, found within the stated uncertainty."""
+"""Transition locator: synthetic jumps between two linear branches, found within the stated uncertainty;
+the training plot of a blockwise history."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from qvmc.analysis import fit_line, locate_transition, transition_from_sweep
+from qvmc import plotting
 from qvmc.plotting import plot_transition
 
 
@@ -80,3 +82,18 @@ def test_rejects_bad_input():
         locate_transition(x, x, np.zeros(6))
     with pytest.raises(ValueError, match='distinct'):
         locate_transition(np.array([0, 1, 1, 2, 3, 4.0]), x, np.ones(6))
+
+
+@pytest.mark.parametrize('num_contexts', [3, 40])
+def test_training_plot_of_fixed_and_blockwise_histories(tmp_path, num_contexts):
+    """Few contexts: a labelled line each; a blockwise schedule's many: points coloured by λ."""
+    rng = np.random.default_rng(0)
+    lams = rng.uniform(0.6, 1.6, num_contexts)
+    rows = [{'step': step, 'context': f'N=6(6,0) lam={lam:g}', 'N': 6, 'lam': lam,
+             'energy': -300 * lam + rng.normal(), 'variance': 100.0}
+            for step in range(1, 121) for lam in [lams[(step - 1) * num_contexts // 120]]]
+    history = pd.DataFrame(rows)
+    assert plotting._varying_parameter(history) == 'lam'
+    assert plotting._varying_parameter(history.assign(context='N=6(6,0) lam=1', lam=1.0)) is None
+    plotting.plot_training(history, str(tmp_path / 'training.png'))
+    assert (tmp_path / 'training.png').stat().st_size > 0
