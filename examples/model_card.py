@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 import pandas as pd
 
-from qvmc import pretrained
+from qvmc import checkpoint, pretrained
 from samplers.stats import format_value_error
 
 TABLE_HEADER = '| N | λ | split | E (Ha) | reference (Ha) | deviation (Ha) | z | note |'
@@ -89,8 +89,5 @@ def update_card(model_path: str, rows: List[Dict[str, Any]], md_path: Optional[s
             text = replace_table(f.read(), markdown_rows(frame(card['energy_table'])))  # checked before writing
     pretrained.export_model(model_path, model_path, card, name=meta.get('name'))
     if text is not None:
-        tmp = md_path + '.tmp'
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, md_path)
+        checkpoint.write_atomic(md_path, text.encode('utf-8'))
     return len(card['energy_table'])
