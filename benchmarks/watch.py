@@ -42,9 +42,10 @@ def run_watched(cmd, env, stall_seconds, timeout, one_core=False):
         cmd = [sys.executable, '-c', _PIN] + list(cmd)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last_cpu, last_change, start = -1.0, time.time(), time.time()
+    poll = min(5.0, stall_seconds / 4)  # several looks per stall window: a stall is caught within ~1.25 windows
     while True:
         try:
-            out, err = proc.communicate(timeout=5)
+            out, err = proc.communicate(timeout=poll)
             return proc.returncode, out, err
         except subprocess.TimeoutExpired:
             pass

@@ -1,5 +1,6 @@
-"""Crash safety and resume: SIGKILL a training process (also inside a checkpoint write), resume,
-finish, and match an uninterrupted run exactly; walker-count changes, bad checkpoints, transfer."""
+"""Crash safety and resume: SIGKILL a training process (also inside a checkpoint write) or stop it with
+SIGTERM, resume, finish, and match one uninterrupted run exactly; walker-count changes, bad checkpoints,
+transfer."""
 
 import os
 import random
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from ansatz import FermiSetsConfig, make_fermi_sets
+from conftest import CACHE_DIR
 from hamiltonians import QuantumDot
 from qvmc import VMC, VMCConfig, checkpoint
 from qvmc.train import load_burn_in, load_history, train
@@ -24,6 +26,7 @@ from qvmc.vmc import make_log_psi
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
 NUM_STEPS = 12
+STOP_AT = 5  # the SIGTERM test: the worker pauses after logging this step; the signal arrives during the pause
 
 WORKER = os.path.join(ROOT, 'tests', '_train_worker.py')  # the shared training worker
 WORKER_FLAGS = ['--block-length', '4', '--checkpoint-every', '2']
@@ -74,13 +77,52 @@ def _flat(payload):
     return payload['leaves'], payload['metadata']
 
 
-def test_sigkill_anywhere_then_resume_matches_uninterrupted_run(tmp_path, worker_cache):
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    """The uninterrupted run both crash tests compare with: every worker process runs the same program,
+    and neither the stops nor the checkpoint cadence may change the trajectory."""
+    directory = tmp_path_factory.mktemp('reference')
+    run = str(directory / 'reference')
+    p = _start(WORKER, run, CACHE_DIR or str(directory / 'jax_cache'))
+    assert p.wait(timeout=600) == 0, open(run + '.log').read()[-3000:]
+    return run
+
+
+def _leaves(run_dir):
+    leaves = checkpoint.load_payload(os.path.join(run_dir, 'checkpoint.qvmc'))['leaves']
+    return {k: np.asarray(jax.random.key_data(v) if jax.dtypes.issubdtype(np.asarray(v).dtype, jax.dtypes.prng_key)
+                          else v) for k, v in leaves.items()}
+
+
+def test_sigterm_stops_cleanly_then_resume_matches_uninterrupted_run(tmp_path, worker_cache, reference):
+    run = str(tmp_path / 'stopped')
+    p = _start(WORKER, run, worker_cache, PAUSE_AT_STEP=str(STOP_AT))
+    assert _wait_for(lambda: os.path.exists(os.path.join(run, 'PAUSED')), p), open(run + '.log').read()[-3000:]
+    os.kill(p.pid, signal.SIGTERM)
+    assert p.wait(timeout=120) == 75, open(run + '.log').read()[-3000:]
+    log = open(run + '.log').read()
+    assert f'stopped at step {STOP_AT}; re-run the same command to resume' in log
+    assert f'SIGTERM: stopped at step {STOP_AT}; checkpoint written' in log and 'FINISHED' not in log
+    assert checkpoint.list_checkpoints(run)[0][0] == STOP_AT  # not a multiple of checkpoint_every
+    assert _leaves(run)["['step']"] == STOP_AT
+    assert load_history(run)['step'].max() == STOP_AT
+    os.remove(os.path.join(run, 'PAUSED'))
+
+    p = _start(WORKER, run, worker_cache)
+    assert p.wait(timeout=600) == 0, open(run + '.log').read()[-3000:]
+    assert f'Resuming from {run}' in open(run + '.log').read()
+    ref, got = _leaves(reference), _leaves(run)
+    assert sorted(ref) == sorted(got) and got["['step']"] == NUM_STEPS
+    for key in ref:  # parameters, optimizer state, walkers, step sizes, key: bit for bit
+        np.testing.assert_array_equal(ref[key], got[key], err_msg=key)
+    drop = lambda frame: frame.drop(columns=['seconds'])
+    pd.testing.assert_frame_equal(drop(load_history(run)), drop(load_history(reference)))
+
+
+def test_sigkill_anywhere_then_resume_matches_uninterrupted_run(tmp_path, worker_cache, reference):
     worker = WORKER
     cache = worker_cache
-    reference, run = str(tmp_path / 'reference'), str(tmp_path / 'killed')
-
-    p = _start(worker, reference, cache)
-    assert p.wait(timeout=600) == 0, open(reference + '.log').read()[-3000:]
+    run = str(tmp_path / 'killed')
 
     # 1. Killed while writing its second checkpoint (step 4), half of the bytes in a temporary file.
     p = _start(worker, run, cache, PAUSE_IN_SAVE_AT='2')

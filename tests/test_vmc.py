@@ -94,16 +94,16 @@ def test_training_resume_matches_uninterrupted_run(tmp_path):
     contexts = [dot.context(1, 1, lam=1.0), dot.context(2, 0, lam=1.0)]
     key = jax.random.PRNGKey(3)
 
+    # One trainer for all three runs (its compiled step is reused): the resume reads everything from
+    # the run directory, as a new process would (tests/test_resume.py restarts real processes).
     vmc = _vmc(contexts)
     full = train(vmc, vmc.init(key), key, 6, run_dir=str(tmp_path / 'full'), checkpoint_every=3, print_fn=None)
 
-    vmc2 = _vmc(contexts)
     run = str(tmp_path / 'split')
-    train(vmc2, vmc2.init(key), key, 3, run_dir=run, checkpoint_every=3, print_fn=None)
+    train(vmc, vmc.init(key), key, 3, run_dir=run, checkpoint_every=3, print_fn=None)
     with open(os.path.join(run, 'history.csv'), 'a') as f:
         f.write('4,N=2(1,1) lam=1 om')  # a row cut by a crash
-    vmc3 = _vmc(contexts)
-    resumed = train(vmc3, vmc3.init(jax.random.PRNGKey(99)), key, 6, run_dir=run, checkpoint_every=3,
+    resumed = train(vmc, vmc.init(jax.random.PRNGKey(99)), key, 6, run_dir=run, checkpoint_every=3,
                     print_fn=None)
     assert resumed.step == 6
     for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
