@@ -41,7 +41,7 @@ jax.config.update('jax_enable_x64', True)
 from ansatz.qernel import QernelConfig  # noqa: E402
 from ansatz.registry import make_ansatz  # noqa: E402
 from hamiltonians import MoireSystem  # noqa: E402
-from qvmc import VMC, VMCConfig, natgrad  # noqa: E402
+from qvmc import VMC, VMCConfig, natgrad, score_kernel  # noqa: E402
 from qvmc.estimator import block_score_rows, estimate_block, make_block_functions  # noqa: E402
 from envvars import env_choice, env_float, env_int, env_str  # noqa: E402
 
@@ -55,7 +55,7 @@ LR, SHIFT, MAX_NORM = (env_float('QVMC_BENCH_TTE_LR', 0.05), env_float('QVMC_BEN
 EWALD = env_float('QVMC_BENCH_TTE_EWALD', 1e-10)
 LR_DECAY = env_float('QVMC_BENCH_TTE_LR_DECAY', 0.0, inclusive=True)
 OUT = env_str('QVMC_BENCH_TTE_OUT', 'runs/bench_moire_tte')
-KERNEL = env_choice('QVMC_BENCH_TTE_KERNEL', 'float64', ('float64', 'float32'))
+KERNEL = env_choice('QVMC_BENCH_TTE_KERNEL', 'float64', score_kernel.KERNEL_PRECISIONS)
 PEER = {'seconds per step': (2.2, 2.7), 'meV/e after 1500 its (73 min)': -59.41, 'first step s': 102}
 
 

@@ -273,6 +273,7 @@ def make_optimizer(args):
     return natgrad.spring(lr, args.diag_shift, args.momentum, max_norm=max_norm, kernel_precision=kernel_precision)
 
 
+KERNEL_PRECISIONS = ('float64', 'float32')  # = qvmc.score_kernel.KERNEL_PRECISIONS (this module imports no JAX)
 KERNEL_PRECISION_HELP = ('minsr / spring: precision of the kernel product ŌŌᵀ (float32: products of float32 '
                          'chunks summed in float64, about half the cost, error ~1e-5 of the diagonal; the solve '
                          'stays float64; default float64)')

@@ -53,9 +53,9 @@ from qvmc.schedule import BlockwiseSchedule
 from qvmc.train import CHECKPOINT_NAME, TrainingInterrupted, load_history, train
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
-from cli import (KERNEL_PRECISION_HELP, check, check_kernel_precision, finite_float, int_at_least,  # noqa: E402
-                 make_optimizer, nonnegative_float, nonnegative_int, parse_burn_in, parse_interval, parse_stages,
-                 positive_float, positive_int)
+from cli import (KERNEL_PRECISION_HELP, KERNEL_PRECISIONS, check, check_kernel_precision,  # noqa: E402
+                 finite_float, int_at_least, make_optimizer, nonnegative_float, nonnegative_int, parse_burn_in,
+                 parse_interval, parse_stages, positive_float, positive_int)
 
 STEPS_WHY = 'the warmup-cosine learning-rate schedule needs at least two steps'
 MIN_SWEEP_POINTS = 5  # the transition fit needs two straight branches of ≥ 2 points each, plus one
@@ -239,7 +239,7 @@ def parse_args(argv=None):
                              help='sr / minsr / spring: bound on the Fisher norm of the update (default 1e-2)')
     train_group.add_argument('--momentum', type=finite_float, default=None, help='spring: momentum μ in [0, 1) '
                                                                                   '(default 0.9)')
-    train_group.add_argument('--kernel-precision', choices=('float64', 'float32'), default=None,
+    train_group.add_argument('--kernel-precision', choices=KERNEL_PRECISIONS, default=None,
                              help=KERNEL_PRECISION_HELP)
     train_group.add_argument('--checkpoint-every', type=positive_int, default=50)
     train_group.add_argument('--seed', type=nonnegative_int, default=0)

@@ -35,8 +35,9 @@ from qvmc.train import TrainingInterrupted, load_history, train
 from qvmc.transfer import transfer_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
-from cli import (KERNEL_PRECISION_HELP, check, check_kernel_precision, finite_float, int_at_least,  # noqa: E402
-                 make_optimizer, parse_interval, parse_points, parse_range, positive_float, positive_int, spins_of)
+from cli import (KERNEL_PRECISION_HELP, KERNEL_PRECISIONS, check, check_kernel_precision,  # noqa: E402
+                 finite_float, int_at_least, make_optimizer, parse_interval, parse_points, parse_range,
+                 positive_float, positive_int, spins_of)
 
 STEPS_WHY = 'the warmup-cosine learning-rate schedule needs at least two steps'
 
@@ -106,7 +107,7 @@ def parse_args(argv=None):
     p.add_argument('--max-norm', type=positive_float, default=1e-2,
                    help='natural gradients: bound on the update norm (the metric-weighted step)')
     p.add_argument('--momentum', type=finite_float, default=0.9, help='spring: momentum μ in [0, 1)')
-    p.add_argument('--kernel-precision', choices=('float64', 'float32'), default=None, help=KERNEL_PRECISION_HELP)
+    p.add_argument('--kernel-precision', choices=KERNEL_PRECISIONS, default=None, help=KERNEL_PRECISION_HELP)
     p.add_argument('--substeps', type=positive_int, default=10, help='MCMC sub-steps per training step')
     p.add_argument('--width', type=positive_int, default=32,
                    help=f'stream width (a multiple of num_heads = {FermiSetsConfig().num_heads})')

@@ -370,3 +370,8 @@ def test_kernel_precision_reaches_the_sample_space_optimizers(driver, monkeypatc
         cli.make_optimizer(driver.parse_args(['--optimizer', name, '--kernel-precision', 'float32']))
     cli.make_optimizer(driver.parse_args(['--optimizer', 'minsr']))
     assert seen == {'minsr': 'float64', 'spring': 'float32'}
+
+
+def test_driver_kernel_precisions_are_the_library_ones():
+    from qvmc import score_kernel
+    assert cli.KERNEL_PRECISIONS == score_kernel.KERNEL_PRECISIONS
