@@ -86,23 +86,41 @@ def _lam_rule(min_lam):
     return 'λ must be a finite number' + ('' if min_lam is None else f' ≥ {min_lam:g}')
 
 
-def parse_points(items, flag=None, min_lam=0.0, min_n=1):
+def parse_points(items, flag=None, min_lam=0.0, min_n=1, with_omega=False):
     """``['2:0,2,8', '6:1']`` -> ``[(2, 0.0), (2, 2.0), (2, 8.0), (6, 1.0)]``.
 
     Each item is ``N:λ1,λ2,…`` with an integer ``N ≥ min_n`` and finite ``λ ≥ min_lam``
-    (``min_lam=None``: any finite λ). Raises ``argparse.ArgumentTypeError`` naming ``flag``,
-    the bad token and the item.
+    (``min_lam=None``: any finite λ). With ``with_omega`` an item may end in ``@ω1,ω2,…``
+    (finite ``ω > 0``; default 1) and the points are ``(N, λ, ω)`` triples, every λ with every ω:
+    ``'6:1,2@1,0.5'`` -> ``[(6, 1.0, 1.0), (6, 1.0, 0.5), (6, 2.0, 1.0), (6, 2.0, 0.5)]``.
+    Raises ``argparse.ArgumentTypeError`` naming ``flag``, the bad token and the item.
     """
     where = _prefix(flag)
+    form = 'N:λ1,λ2,…[@ω1,ω2,…], e.g. 6:0,2,8@1,0.5' if with_omega else 'N:λ1,λ2,…, e.g. 6:0,2,8'
     if isinstance(items, str):
         items = [items]
     if not items:
-        raise argparse.ArgumentTypeError(f'{where}needs at least one point list N:λ1,λ2,… (e.g. 6:0,2,8)')
+        raise argparse.ArgumentTypeError(f'{where}needs at least one point list ({form})')
     points = []
     for item in items:
-        n_text, sep, lams = item.partition(':')
+        body, at, omegas = item.partition('@')
+        if at and not with_omega:
+            raise argparse.ArgumentTypeError(f'{where}bad point list {item!r} (no @ω here: use {form})')
+        omega_values = [1.0]
+        if at:
+            omega_values = []
+            for token in omegas.split(','):
+                try:
+                    omega = float(token)
+                except ValueError:
+                    omega = None
+                if omega is None or not math.isfinite(omega) or omega <= 0:
+                    raise argparse.ArgumentTypeError(f'{where}bad ω {token!r} in {item!r} (ω must be a finite '
+                                                     f'number > 0; use {form})')
+                omega_values.append(omega)
+        n_text, sep, lams = body.partition(':')
         if not sep or not lams:
-            raise argparse.ArgumentTypeError(f'{where}bad point list {item!r} (use N:λ1,λ2,…, e.g. 6:0,2,8)')
+            raise argparse.ArgumentTypeError(f'{where}bad point list {item!r} (use {form})')
         try:
             n = int(n_text)
         except ValueError:
@@ -116,7 +134,7 @@ def parse_points(items, flag=None, min_lam=0.0, min_n=1):
                 lam = None
             if lam is None or not math.isfinite(lam) or (min_lam is not None and lam < min_lam):
                 raise argparse.ArgumentTypeError(f'{where}bad λ {token!r} in {item!r} ({_lam_rule(min_lam)})')
-            points.append((n, lam))
+            points.extend([(n, lam, omega) for omega in omega_values] if with_omega else [(n, lam)])
     return points
 
 

@@ -2,6 +2,7 @@
 
     python examples/predict.py --n 9 --lam 3.7
     python examples/predict.py --n 7 --lam 8 --model foundation_polarized --walkers 512 --steps 400
+    python examples/predict.py --n 6 --lam 1 --omega 0.5 --model path/to/model.qvmc   # trap frequency ω
 
 Loads ``models/<model>.qvmc`` (or a model file given by path), equilibrates fresh walkers at the
 context, and measures with a frozen step size: the energy with its blocking error bar, the kinetic,
@@ -25,7 +26,7 @@ from qvmc.runtime import enable_compilation_cache
 from samplers.stats import format_value_error
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
-from cli import check, nonnegative_float, nonnegative_int, parse_burn_in, positive_int  # noqa: E402
+from cli import check, nonnegative_float, nonnegative_int, parse_burn_in, positive_float, positive_int  # noqa: E402
 
 
 def validate_args(args, parser):
@@ -46,14 +47,17 @@ def validate_args(args, parser):
     except ValueError as err:
         parser.error(f'--model: {err}')
     spins = pretrained.spins_for(meta['spin_sector'], args.n)
+    limit = getattr(system, 'max_electrons', None)
+    if limit is not None and args.n > limit:
+        parser.error(f"--n: bad value '{args.n}' (the model supports 1 ≤ N ≤ {limit})")
     try:
-        system.context(*spins, lam=args.lam)
+        system.context(*spins, lam=args.lam, omega=args.omega)
     except ValueError as err:
-        limit = getattr(system, 'max_electrons', None)
-        why = f'the model supports 1 ≤ N ≤ {limit}' if limit is not None and args.n > limit else str(err)
-        parser.error(f"--n: bad value '{args.n}' ({why})")
+        flag, value = ('--omega', args.omega) if 'omega' in str(err) else ('--n', args.n)
+        parser.error(f"{flag}: bad value '{value}' ({err})")
     if args.out is None:
-        args.out = os.path.join('predictions', f'N{args.n}_lam{args.lam:g}')
+        args.out = os.path.join('predictions', f'N{args.n}_lam{args.lam:g}'
+                                + ('' if args.omega is None else f'_omega{args.omega:g}'))
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f'--out: bad path {args.out!r} (exists and is not a directory)')
     return args
@@ -64,6 +68,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--n', type=positive_int, required=True, help='number of electrons N')
     p.add_argument('--lam', type=nonnegative_float, required=True, help='Coulomb strength λ ≥ 0')
+    p.add_argument('--omega', type=positive_float, default=None,
+                   help="trap frequency ω > 0 (default: the model system's, ω = 1)")
     p.add_argument('--model', default=None,
                    help='shipped model name or model file '
                         f'(default: the only shipped one, else {pretrained.DEFAULT_MODEL})')
@@ -73,7 +79,7 @@ def parse_args(argv=None):
     p.add_argument('--burn-in', type=nonnegative_int, nargs=3, default=(20, 40, 300), metavar=('CHUNK', 'MIN', 'MAX'),
                    help='burn-in in chunks of CHUNK MCMC calls until the drift check passes, at least MIN, '
                         'at most MAX calls')
-    p.add_argument('--out', default=None, help='output directory (default predictions/N<n>_lam<λ>)')
+    p.add_argument('--out', default=None, help='output directory (default predictions/N<n>_lam<λ>[_omega<ω>])')
     p.add_argument('--seed', type=int, default=0)
     return validate_args(p.parse_args(argv), p)
 
@@ -108,7 +114,7 @@ def main(argv=None):
     enable_compilation_cache()  # a re-run, a resume or a known particle content loads its programs from disk
     start = time.time()
     model = pretrained.load(args.model_path)
-    ctx = model.context(args.n, args.lam)
+    ctx = model.context(args.n, args.lam, args.omega)
     found = {}  # every open-shell order of N with the same key (one for closed shells); the lowest energy wins
     for order in model.open_shell_orders(args.n):
         found[order] = model.sweep(open_shell_order=order).measure(

@@ -8,8 +8,9 @@ Writes ``history.csv``, ``energies.csv``, ``training.png``, ``energy_vs_lambda.p
 Ctrl-C stops training after a checkpoint with exit status 75).
 
 Training and prediction sets are flags: ``--train 6:0,2,5 8:0,2,5`` trains N = 6 and 8 at
-those λ (spin sector from ``--spin``); ``--schedule blockwise`` draws λ from ``--lam-range``
-every ``--block-length`` steps instead. ``--sweep-lam 0:10:11 --sweep-n 5-11`` adds an
+those λ (spin sector from ``--spin``, trap frequency ω = 1); ``--train 6:1@1,0.5,0.28`` adds the trap
+frequencies ω after ``@`` (every λ of the item at every ω; the network sees λ/√ω and log ω);
+``--schedule blockwise`` draws λ from ``--lam-range`` every ``--block-length`` steps instead. ``--sweep-lam 0:10:11 --sweep-n 5-11`` adds an
 inference sweep (energies, densities, g(r), wavefunction slices; CSV, netCDF and PNG under
 ``sweep/``); ``--init-from RUN_DIR`` starts from another run's parameters (e.g. smaller N).
 """
@@ -63,26 +64,32 @@ def validate_args(args, parser):
     check_kernel_precision(args, parser)
     lam_range = check(parser, parse_interval, args.lam_range, '--lam-range', minimum=0.0, name='λ')
 
-    def checked_contexts(flag, spins_and_lams, token):
-        for n, lam in spins_and_lams:
+    def checked_contexts(flag, points, token):
+        for n, lam, omega in points:
             try:
-                dot.context(*spins_of(n, args.spin), lam=lam)
+                dot.context(*spins_of(n, args.spin), lam=lam, omega=omega)
             except ValueError as err:
                 why = f'N must be ≤ {dot.max_electrons}' if n > dot.max_electrons else str(err)
-                parser.error(f'{flag}: bad N {n} in {token!r} ({args.spin} N = {n} at λ = {lam:g}: {why})')
+                parser.error(f'{flag}: bad N {n} in {token!r} ({args.spin} N = {n} at λ = {lam:g}, ω = {omega:g}: '
+                             f'{why})')
 
     for flag, items in (('--train', args.train), ('--predict', args.predict)):
-        check(parser, parse_points, items, flag)  # an empty list is rejected too
+        check(parser, parse_points, items, flag, with_omega=True)  # an empty list is rejected too
         for item in items:
-            checked_contexts(flag, parse_points([item], flag), item)
+            checked_contexts(flag, parse_points([item], flag, with_omega=True), item)
+    train_points = parse_points(args.train, with_omega=True)
+    if len(set(train_points)) != len(train_points):
+        twice = sorted({p for p in train_points if train_points.count(p) > 1})
+        parser.error(f'--train: the point(s) {", ".join(f"N = {n}, λ = {lam:g}, ω = {om:g}" for n, lam, om in twice)} '
+                     'appear more than once (each training context gets one walker block)')
     if args.sweep_lam:
         check(parser, parse_range, args.sweep_lam, float, '--sweep-lam', minimum=0.0, name='λ')
     if args.sweep_n:
         sizes = check(parser, parse_range, args.sweep_n, int, '--sweep-n', minimum=1, name='N')
-        checked_contexts('--sweep-n', [(n, 0.0) for n in sizes], args.sweep_n)
+        checked_contexts('--sweep-n', [(n, 0.0, 1.0) for n in sizes], args.sweep_n)
     if args.schedule == 'blockwise':
-        points = parse_points(args.train)
-        bases = [dot.context(*spins_of(n, args.spin), lam=lam_range[0]) for n in dict.fromkeys(n for n, _ in points)]
+        bases = [dot.context(*spins_of(n, args.spin), lam=lam_range[0], omega=omega)
+                 for n, omega in dict.fromkeys((n, omega) for n, _, omega in train_points)]
         check(parser, BlockwiseSchedule, bases, 'lam', lam_range, args.block_length, args.num_lam, seed=args.seed)
     if args.init_from and not os.path.exists(args.init_from):
         parser.error(f'--init-from: bad path {args.init_from!r} (no such checkpoint file or run directory)')
@@ -118,8 +125,10 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--x64', action='store_true', help='train in float64 (slower, more precise)')
     p.add_argument('--spin', choices=('unpolarized', 'polarized'), default='unpolarized')
-    p.add_argument('--train', nargs='+', default=['2:0,2,8', '6:0,2'], help='training points N:λ,λ,…')
-    p.add_argument('--predict', nargs='+', default=['2:1,5,10', '6:1', '4:0', '3:0'], help='held-out N:λ,…')
+    p.add_argument('--train', nargs='+', default=['2:0,2,8', '6:0,2'],
+                   help='training points N:λ,λ,… (append @ω,ω,… for trap frequencies other than ω = 1)')
+    p.add_argument('--predict', nargs='+', default=['2:1,5,10', '6:1', '4:0', '3:0'],
+                   help='held-out points N:λ,…[@ω,…]')
     p.add_argument('--schedule', choices=('discrete', 'blockwise'), default='discrete')
     p.add_argument('--lam-range', type=finite_float, nargs=2, default=(0.0, 10.0),
                    help='blockwise λ interval (0 ≤ lo < hi)')
@@ -143,15 +152,18 @@ def main():
         jax.config.update('jax_enable_x64', True)
     start = time.time()
     dot = QuantumDot()
-    train_points = [(*spins_of(n, args.spin), lam) for n, lam in parse_points(args.train)]
-    predict_points = [(*spins_of(n, args.spin), lam) for n, lam in parse_points(args.predict)]
+    train_points = [(*spins_of(n, args.spin), lam, omega)
+                    for n, lam, omega in parse_points(args.train, with_omega=True)]
+    predict_points = [(*spins_of(n, args.spin), lam, omega)
+                      for n, lam, omega in parse_points(args.predict, with_omega=True)]
     schedule = None
     if args.schedule == 'blockwise':
-        bases = [dot.context(u, d, lam=args.lam_range[0]) for u, d in dict.fromkeys((u, d) for u, d, _ in train_points)]
+        bases = [dot.context(u, d, lam=args.lam_range[0], omega=omega)
+                 for u, d, omega in dict.fromkeys((u, d, omega) for u, d, _, omega in train_points)]
         schedule = BlockwiseSchedule(bases, 'lam', args.lam_range, args.block_length, args.num_lam, seed=args.seed)
         contexts = list(schedule.contexts_at(0))
     else:
-        contexts = [dot.context(u, d, lam=lam) for u, d, lam in train_points]
+        contexts = [dot.context(u, d, lam=lam, omega=omega) for u, d, lam, omega in train_points]
     wavefunction = make_fermi_sets(FermiSetsConfig(width=args.width, num_layers=args.layers,
                                                    num_determinants=args.determinants))
     optimizer = make_optimizer(args)
@@ -179,12 +191,12 @@ def main():
     predictor = Predictor(wavefunction, dot, config)
     rows, densities, labels = [], [], []
     for split, points in (('train', train_points), ('held-out', predict_points)):
-        for u, d, lam in points:
-            ctx = dot.context(u, d, lam=lam)
+        for u, d, lam, omega in points:
+            ctx = dot.context(u, d, lam=lam, omega=omega)
             est = predictor.estimate(state.params, ctx, jax.random.fold_in(key_predict, len(rows)),
                                      num_walkers=args.eval_walkers, num_steps=args.eval_steps)
             row = est.to_row()
-            ref = reference(u, d, lam)
+            ref = reference(u, d, lam, omega)
             row.update(split=split, reference=ref[0] if ref else np.nan,
                        reference_source=ref[2] if ref else '')
             row['deviation'] = row['energy'] - row['reference']
@@ -194,7 +206,7 @@ def main():
                 labels.append(f'{ctx.label()} ({split})')
     table = pd.DataFrame(rows)
     table.to_csv(os.path.join(args.run_dir, 'energies.csv'), index=False)
-    shown = ['split', 'N', 'n_up', 'n_down', 'lam', 'energy', 'energy_err', 'reference', 'deviation',
+    shown = ['split', 'N', 'n_up', 'n_down', 'lam', 'omega', 'energy', 'energy_err', 'reference', 'deviation',
              'energy_tau', 'burn_in_steps']
     with pd.option_context('display.width', 160, 'display.max_columns', 20, 'display.float_format', '{:.5f}'.format):
         print(table[shown].to_string(index=False))
@@ -202,7 +214,7 @@ def main():
     history = load_history(args.run_dir)
     train_refs = {}
     for c in contexts:
-        ref = reference(c.n_up, c.n_down, c['lam'])
+        ref = reference(c.n_up, c.n_down, c['lam'], c['omega'])
         if ref:
             train_refs[c.label()] = ref[0]
     plotting.plot_training(history, os.path.join(args.run_dir, 'training.png'), train_refs)
@@ -216,7 +228,7 @@ def main():
 
 def run_sweep(args, dot, wavefunction, config, params, train_points, rng_key):
     """Inference sweep over the (N, λ) grid: tables, traces and plots under ``run_dir/sweep``."""
-    sizes = parse_range(args.sweep_n, int) if args.sweep_n else sorted({u + d for u, d, _ in train_points})
+    sizes = parse_range(args.sweep_n, int) if args.sweep_n else sorted({u + d for u, d, _, _ in train_points})
     contexts = [dot.context(*spins_of(n, args.spin), lam=lam) for n in sizes for lam in parse_range(args.sweep_lam)]
     print(f'inference sweep over {len(contexts)} contexts (N = {sizes}), no optimization')
     sweep = Sweep(wavefunction, dot, config)

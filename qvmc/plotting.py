@@ -65,15 +65,20 @@ def plot_energy_vs_lambda(table: pd.DataFrame, path: str, exact_curves: Optional
 
     Args:
       table: rows with ``N``, ``n_up``, ``n_down``, ``lam``, ``energy``, ``energy_err``,
-        ``reference`` (may be NaN) and ``split`` (``'train'`` or ``'held-out'``).
+        ``reference`` (may be NaN) and ``split`` (``'train'`` or ``'held-out'``); with an ``omega``
+        column of several values, one series per content and ω.
       path: output PNG.
     """
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for (n, up, down), group in table.groupby(['N', 'n_up', 'n_down']):
+    several_omega = 'omega' in table and table['omega'].nunique() > 1  # one series per (content, ω)
+    keys = ['N', 'n_up', 'n_down'] + (['omega'] if several_omega else [])
+    for key, group in table.groupby(keys):
+        n, up, down = key[:3]
         group = group.sort_values('lam')
         per = group['energy'] / n
         err = group['energy_err'] / n
-        line = ax.errorbar(group['lam'], per, yerr=err, fmt='-o', ms=4, label=f'N={n} ({up}↑{down}↓)')
+        label = f'N={n} ({up}↑{down}↓)' + (f', ω={key[3]:g}' if several_omega else '')
+        line = ax.errorbar(group['lam'], per, yerr=err, fmt='-o', ms=4, label=label)
         colour = line[0].get_color()
         held = group[group['split'] == 'held-out']
         ax.scatter(held['lam'], held['energy'] / n, s=80, facecolors='none', edgecolors=colour)

@@ -73,6 +73,13 @@ DOT_BAD = [
     (['--train', '2:1,,3'], '--train', "''"),
     (['--train', '2:0', '31:0'], '--train', "'31:0'"),
     (['--predict', '2:nan'], '--predict', "'nan'"),
+    (['--train', '6:1@0'], '--train', "'0'"),  # ω > 0
+    (['--train', '6:1@-0.5'], '--train', "'-0.5'"),
+    (['--train', '6:1@nan'], '--train', "'nan'"),
+    (['--train', '6:1@'], '--train', "''"),
+    (['--predict', '6:1@1,x'], '--predict', "'x'"),
+    (['--train', '6:1,1'], '--train', 'more than once'),
+    (['--train', '6:1@0.5', '6:1@0.5,1'], '--train', 'ω = 0.5'),
     (['--predict', '2:1,y'], '--predict', "'y'"),
     (['--predict=-2:1'], '--predict', "'-2'"),  # '=': argparse reads a bare -2:1 as an option
     (['--sweep-lam', '0:10:x'], '--sweep-lam', "'x'"),
@@ -263,6 +270,9 @@ def test_valid_flags_parse_cleanly():
          '--predict', '4:0.5,2', '--sweep-lam', '0:10:11', '--sweep-n', '5-11', '--seed', '7'])
     assert dot.lam_range == [0.0, 8.0] and dot.sweep_n == '5-11'
     assert quantum_dot_foundation.parse_args(['--sweep-lam', '0,2.5,5', '--sweep-n', '2,6']).sweep_lam == '0,2.5,5'
+    dot = quantum_dot_foundation.parse_args(['--train', '2:0,2@1,0.28', '6:1@0.5', '--predict', '6:1@0.28',
+                                             '--schedule', 'blockwise'])  # blockwise: one base per (N, ω)
+    assert dot.train == ['2:0,2@1,0.28', '6:1@0.5']
     moire = moire_transition.parse_args(
         ['--steps', '4', '--block-length', '2', '--stages', '0:2', '--walkers', '16', '--hidden', '8',
          '--substeps', '3', '--sweep-points', '5', '--eval-walkers', '16', '--eval-steps', '8',
@@ -329,6 +339,10 @@ def test_moire_help_lists_every_flag(capsys):
 
 def test_parsers_keep_their_results():
     assert quantum_dot_foundation.parse_points(['2:0,2,8', '6:1']) == [(2, 0.0), (2, 2.0), (2, 8.0), (6, 1.0)]
+    assert quantum_dot_foundation.parse_points(['6:1,2@1,0.5', '2:0'], with_omega=True) == [
+        (6, 1.0, 1.0), (6, 1.0, 0.5), (6, 2.0, 1.0), (6, 2.0, 0.5), (2, 0.0, 1.0)]
+    with pytest.raises(argparse.ArgumentTypeError, match='no @ω here'):
+        quantum_dot_foundation.parse_points(['6:1@0.5'], '--lam-points')
     assert quantum_dot_foundation.parse_range('0:10:11') == [float(v) for v in range(11)]
     assert quantum_dot_foundation.parse_range('5-11', int) == list(range(5, 12))
     assert quantum_dot_foundation.parse_range('3,5', int) == [3, 5]

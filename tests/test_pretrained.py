@@ -181,6 +181,8 @@ def test_unknown_name_lists_available(exported):
     (['--n', '5', '--lam', '1', '--steps', '-3'], '--steps', "'-3'"),
     (['--n', '5', '--lam', '1', '--burn-in', '20', '10', '30'], '--burn-in', '20 10 30'),  # MAX < 2·CHUNK
     (['--n', '5', '--lam', '1', '--model', 'no_such_model'], '--model', "'no_such_model'"),
+    (['--n', '5', '--lam', '1', '--omega', '0'], '--omega', "'0'"),
+    (['--n', '5', '--lam', '1', '--omega', 'inf'], '--omega', "'inf'"),
 ])
 def test_predict_flags_exit_2_before_compiling(exported, capsys, argv, flag, token):
     if '--model' not in argv:
@@ -198,6 +200,8 @@ def test_predict_flags_accept_good_values(exported):
     before = len(COMPILES)
     args = predict.parse_args(['--n', '30', '--lam', '0', '--model', exported['path']])
     assert args.model_path == exported['path'] and args.out == os.path.join('predictions', 'N30_lam0')
+    args = predict.parse_args(['--n', '6', '--lam', '1', '--omega', '0.28', '--model', exported['path']])
+    assert args.omega == 0.28 and args.out == os.path.join('predictions', 'N6_lam1_omega0.28')
     assert len(COMPILES) == before
 
 
