@@ -12,7 +12,8 @@ those λ (spin sector from ``--spin``, trap frequency ω = 1); ``--train 6:1@1,0
 frequencies ω after ``@`` (every λ of the item at every ω; the network sees λ/√ω and log ω);
 ``--schedule blockwise`` draws λ from ``--lam-range`` every ``--block-length`` steps instead.
 ``--sweep-lam 0:10:11 --sweep-n 5-11`` adds an inference sweep (energies, densities, g(r),
-wavefunction slices; CSV, netCDF and PNG under ``sweep/``); ``--init-from RUN_DIR`` starts from another run's parameters (e.g. smaller N).
+wavefunction slices; CSV, netCDF and PNG under ``sweep/``); ``--init-from RUN_DIR`` starts from
+another run's parameters (e.g. smaller N).
 """
 
 import argparse
