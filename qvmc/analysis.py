@@ -136,3 +136,45 @@ def transition_from_sweep(frame: pd.DataFrame, x: str = 'lam', y: str = 'interac
     if missing:
         raise ValueError(f'The sweep table has no column(s) {missing}; it has {list(frame.columns)}.')
     return locate_transition(frame[x].to_numpy(), frame[y].to_numpy(), frame[yerr].to_numpy(), **kwargs)
+
+
+def compare_to_references(conditional: pd.DataFrame, references: pd.DataFrame, columns=('energy_per_electron',),
+                          x: str = 'lam', tolerance: float = 1e-9) -> pd.DataFrame:
+    """A conditional model's sweep against separately trained fixed-context runs, point by point.
+
+    Both tables are sweep tables (``Sweep``/``moire_transition.py``'s ``energies.csv``: one row per
+    context with ``x``, every column and its ``_err``); a reference row is matched to the conditional
+    row at the same ``x`` (within ``tolerance``). Errors are independent (different runs), so the
+    difference's error is their quadrature sum.
+
+    Returns:
+      One row per matched point: ``x``, then for each column ``c``: ``c`` (conditional), ``c_err``,
+      ``c_reference``, ``c_reference_err``, ``c_difference`` (conditional − reference),
+      ``c_difference_err`` and ``c_z`` (difference / its error).
+
+    Raises:
+      ValueError: a column or its ``_err`` is missing, or a reference point has no conditional row.
+    """
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    for name, frame in (('conditional', conditional), ('references', references)):
+        missing = [c for c in [x] + columns + [f'{c}_err' for c in columns] if c not in frame]
+        if missing:
+            raise ValueError(f'The {name} table has no column(s) {missing}; pass sweep tables (energies.csv).')
+    xs = conditional[x].to_numpy(dtype=float)
+    rows = []
+    for _, ref in references.sort_values(x).iterrows():
+        hits = np.flatnonzero(np.abs(xs - float(ref[x])) <= tolerance)
+        if len(hits) != 1:
+            raise ValueError(f'The conditional sweep has {len(hits)} rows at {x} = {ref[x]:g} (needs exactly one); '
+                             f'its points are {sorted(xs.tolist())}. Sweep the conditional model at the '
+                             'references\' points.')
+        row = {x: float(ref[x])}
+        cond = conditional.iloc[hits[0]]
+        for c in columns:
+            diff = float(cond[c]) - float(ref[c])
+            err = float(np.hypot(cond[f'{c}_err'], ref[f'{c}_err']))
+            row.update({c: float(cond[c]), f'{c}_err': float(cond[f'{c}_err']), f'{c}_reference': float(ref[c]),
+                        f'{c}_reference_err': float(ref[f'{c}_err']), f'{c}_difference': diff,
+                        f'{c}_difference_err': err, f'{c}_z': diff / err if err > 0 else float('nan')})
+        rows.append(row)
+    return pd.DataFrame(rows)

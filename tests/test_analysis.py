@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qvmc.analysis import fit_line, locate_transition, transition_from_sweep
+from qvmc.analysis import compare_to_references, fit_line, locate_transition, transition_from_sweep
 from qvmc import plotting
 from qvmc.plotting import plot_transition
 
@@ -97,3 +97,19 @@ def test_training_plot_of_fixed_and_blockwise_histories(tmp_path, num_contexts):
     assert plotting._varying_parameter(history.assign(context='N=6(6,0) lam=1', lam=1.0)) is None
     plotting.plot_training(history, str(tmp_path / 'training.png'))
     assert (tmp_path / 'training.png').stat().st_size > 0
+
+
+def test_compare_to_references_matches_points_and_propagates_errors():
+    lam = np.round(np.linspace(0.6, 1.6, 21), 10)
+    cond = pd.DataFrame({'lam': lam, 'energy_per_electron': -50.0 - 10 * lam, 'energy_per_electron_err': 0.03})
+    refs = pd.DataFrame({'lam': [1.6, 0.6, 1.0], 'energy_per_electron': [-66.1, -56.0, -60.04],
+                         'energy_per_electron_err': [0.04, 0.0, 0.03]})
+    out = compare_to_references(cond, refs)
+    assert out['lam'].tolist() == [0.6, 1.0, 1.6]  # sorted by λ
+    np.testing.assert_allclose(out['energy_per_electron_difference'], [0.0, 0.04, 0.1], atol=1e-12)
+    np.testing.assert_allclose(out['energy_per_electron_difference_err'], [0.03, 0.03 * 2**0.5, 0.05])
+    np.testing.assert_allclose(out['energy_per_electron_z'], [0.0, 0.04 / (0.03 * 2**0.5), 2.0])
+    with pytest.raises(ValueError, match='0.65'):  # a reference point the conditional sweep lacks
+        compare_to_references(cond.iloc[::2], refs.assign(lam=[1.6, 0.65, 1.0]))
+    with pytest.raises(ValueError, match='interaction_per_electron'):
+        compare_to_references(cond, refs, columns='interaction_per_electron')

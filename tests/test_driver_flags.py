@@ -6,6 +6,8 @@ import os
 import sys
 
 import jax
+import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -389,3 +391,29 @@ def test_kernel_precision_reaches_the_sample_space_optimizers(driver, monkeypatc
 def test_driver_kernel_precisions_are_the_library_ones():
     from qvmc import score_kernel
     assert cli.KERNEL_PRECISIONS == score_kernel.KERNEL_PRECISIONS
+
+
+def _sweep_dir(root, name, lams, energies, err=0.02):
+    os.makedirs(os.path.join(root, name, 'sweep'))
+    pd.DataFrame({'lam': lams, 'energy_per_electron': energies, 'energy_per_electron_err': err,
+                  'interaction_per_electron': energies, 'interaction_per_electron_err': err}).to_csv(
+        os.path.join(root, name, 'sweep', 'energies.csv'), index=False)
+    return os.path.join(root, name)
+
+
+def test_compare_references_driver(tmp_path, capsys):
+    import compare_references
+    cond = _sweep_dir(tmp_path, 'cond', [0.6, 0.8, 1.0], [-50.0, -54.0, -58.0])
+    refs = [_sweep_dir(tmp_path, f'ref{lam}', [lam], [e]) for lam, e in ((0.6, -50.05), (1.0, -58.3))]
+    table = compare_references.main(['--conditional', cond, '--references', *refs])
+    assert table['agrees'].tolist() == [True, False]
+    np.testing.assert_allclose(table['energy_per_electron_difference'], [0.05, 0.3], atol=1e-12)
+    assert 'at 1 of 2 reference points (λ = 1 fail)' in capsys.readouterr().out
+    assert os.path.isfile(os.path.join(cond, 'sweep', 'reference_comparison.csv'))
+    bad = [(['--conditional', str(tmp_path / 'none'), '--references', *refs], '--conditional', 'none'),
+           (['--conditional', cond, '--references', _sweep_dir(tmp_path, 'off', [0.7], [-52.0])], '--references',
+            '0.7'),
+           (['--conditional', cond, '--references', *refs, '--columns', 'moire'], '--columns', 'moire'),
+           (['--conditional', cond, '--references', *refs, '--tolerance', '0'], '--tolerance', "'0'")]
+    for argv, flag, token in bad:
+        _rejects(compare_references, argv, flag, token, capsys)
