@@ -3,12 +3,15 @@
     python examples/evaluate_foundation.py --model foundation_polarized --out runs/card
     python examples/evaluate_foundation.py --model models/x.qvmc --out /tmp/card --n 5 --walkers 64 --steps 40
 
-Points (in the model's spin sector): the published DMC points N = 6 at λ = 8, 10, N = 7 and 8 at
-λ = 8; λ = 0 for N = 5…11 (exact: filled oscillator shells); N = 10 at λ = 1, 3, 5, 7; unseen
-N = 5, 7, 9, 11 at λ ∈ {0, 1, 2, 3, 5, 7, 8, 10}. Writes ``energies.csv``, ``energies.md`` and
+Points (in the model's spin sector). A polarized model: the published DMC points N = 6 at λ = 8, 10,
+N = 7 and 8 at λ = 8; λ = 0 for N = 5…11 (exact: filled oscillator shells); N = 10 at λ = 1, 3, 5, 7;
+unseen N = 5, 7, 9, 11 at λ ∈ {0, 1, 2, 3, 5, 7, 8, 10}; all at ω = 1. An unpolarized model: the exact
+two-electron singlet at λ = 1, 2, 5, 8, 10; λ = 0 for N = 2, 6, 12, 20; fixed-node DMC at λ = 1 for
+N = 6 (ω = 1, 0.5, 0.28), N = 12 (ω = 1, 0.5) and N = 20 (ω = 1, 0.28); N = 6 and 12 at the
+intermediate ω = 0.75 and N = 12 at ω = 0.28 (no reference). Writes ``energies.csv``, ``energies.md`` and
 ``card_energy_table.json`` (rows for ``qvmc.pretrained.export_model``'s card) into ``--out``, and
 flags every energy below an exact reference by more than 4σ (impossible for a variational energy:
-a sampling or estimator bug). ``--n`` and ``--lam`` restrict the table for small runs;
+a sampling or estimator bug). ``--n``, ``--lam`` and ``--omega`` restrict the table for small runs;
 ``--update-card`` merges the new rows into the model's card and its Markdown table (``model_card.py``).
 
 Where N has a partly filled shell, every open-shell order of the model
@@ -38,23 +41,35 @@ from model_card import card_markdown_path, markdown_rows, update_card  # noqa: E
 
 FLAG_SIGMA = 4.0
 UNSEEN_LAMS = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 8.0, 10.0)
-GROUPS = (
-    ('published DMC', [(6, 8.0), (6, 10.0), (7, 8.0), (8, 8.0)]),
-    ('λ = 0 exact', [(n, 0.0) for n in range(5, 12)]),
-    ('N = 10 held-out λ', [(10, lam) for lam in (1.0, 3.0, 5.0, 7.0)]),
-    ('unseen N', [(n, lam) for n in (5, 7, 9, 11) for lam in UNSEEN_LAMS]),
-)
+GROUPS = {  # spin sector -> ((group, [(N, λ, ω)]), ...)
+    'polarized': (
+        ('published DMC', [(6, 8.0, 1.0), (6, 10.0, 1.0), (7, 8.0, 1.0), (8, 8.0, 1.0)]),
+        ('λ = 0 exact', [(n, 0.0, 1.0) for n in range(5, 12)]),
+        ('N = 10 held-out λ', [(10, lam, 1.0) for lam in (1.0, 3.0, 5.0, 7.0)]),
+        ('unseen N', [(n, lam, 1.0) for n in (5, 7, 9, 11) for lam in UNSEEN_LAMS]),
+    ),
+    'unpolarized': (
+        ('two-electron exact', [(2, lam, 1.0) for lam in (1.0, 2.0, 5.0, 8.0, 10.0)]),
+        ('λ = 0 exact', [(n, 0.0, 1.0) for n in (2, 6, 12, 20)]),
+        ('fixed-node DMC', [(6, 1.0, 1.0), (6, 1.0, 0.5), (6, 1.0, 0.28), (12, 1.0, 1.0), (12, 1.0, 0.5),
+                            (20, 1.0, 1.0), (20, 1.0, 0.28)]),
+        ('intermediate ω', [(6, 1.0, 0.75), (12, 1.0, 0.75), (12, 1.0, 0.28)]),
+    ),
+}
 
 
-def card_points():
-    """``[(N, λ, group)]`` of the card table, each point once (in its first group), grouped by N."""
+def card_points(spin_sector: str = 'polarized'):
+    """``[(N, λ, ω, group)]`` of the card table of a model of ``spin_sector``, each point once (in its first
+    group), grouped by N (one compile per N), then ω descending and λ ascending."""
+    if spin_sector not in GROUPS:
+        raise ValueError(f'No card points for the spin sector {spin_sector!r}; known: {sorted(GROUPS)}.')
     seen, points = set(), []
-    for group, items in GROUPS:
-        for n, lam in items:
-            if (n, lam) not in seen:
-                seen.add((n, lam))
-                points.append((n, lam, group))
-    return sorted(points, key=lambda p: (p[0], p[1]))  # one compile per N, λ in order
+    for group, items in GROUPS[spin_sector]:
+        for n, lam, omega in items:
+            if (n, lam, omega) not in seen:
+                seen.add((n, lam, omega))
+                points.append((n, lam, omega, group))
+    return sorted(points, key=lambda p: (p[0], -p[2], p[1]))
 
 
 def parse_args(argv=None):
@@ -69,6 +84,7 @@ def parse_args(argv=None):
                         'at most MAX calls')
     p.add_argument('--n', default=None, help='only these N, e.g. 5-7 or 6,10')
     p.add_argument('--lam', default=None, help='only these λ, e.g. 0,8')
+    p.add_argument('--omega', default=None, help='only these trap frequencies ω, e.g. 1,0.5')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--update-card', action='store_true',
                    help="merge the new rows into the model file's card (re-exported in place, parameters "
@@ -80,14 +96,20 @@ def parse_args(argv=None):
         p.error(f"--seed: bad value '{args.seed}' (expected an integer in [-2^63, 2^63))")
     sizes = check(p, parse_range, args.n, int, '--n', minimum=1, name='N') if args.n else None
     lams = check(p, parse_range, args.lam, float, '--lam', minimum=0.0, name='λ') if args.lam else None
-    args.points = [pt for pt in card_points() if (sizes is None or pt[0] in sizes) and (lams is None or pt[1] in lams)]
-    if not args.points:
-        p.error(f'--n/--lam: no card point has N in {args.n!r} and λ in {args.lam!r}')
+    omegas = check(p, parse_range, args.omega, float, '--omega', minimum=0.0, name='ω') if args.omega else None
+    if omegas is not None and min(omegas) <= 0:
+        p.error(f"--omega: bad value {args.omega!r} (ω must be > 0)")
     try:
         args.model_path = pretrained.resolve(args.model)
-        pretrained.read(args.model_path)
+        sector = pretrained.read(args.model_path)[1]['spin_sector']
+        points = card_points(sector)
     except ValueError as err:
         p.error(f'--model: {err}')
+    args.points = [pt for pt in points if (sizes is None or pt[0] in sizes) and (lams is None or pt[1] in lams)
+                   and (omegas is None or pt[2] in omegas)]
+    if not args.points:
+        p.error(f'--n/--lam/--omega: no card point of a {sector} model has N in {args.n!r}, λ in {args.lam!r} '
+                f'and ω in {args.omega!r}')
     if args.update_card and not os.access(args.model_path, os.W_OK):
         p.error(f'--update-card: the model file {args.model_path!r} is not writable')
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -138,10 +160,11 @@ def main(argv=None):
     print(f'{model}: {len(args.points)} points')
     key = jax.random.PRNGKey(args.seed)
     rows = []
-    for i, (n, lam, group) in enumerate(args.points):
-        ctx = model.context(n, lam)
+    for i, (n, lam, omega, group) in enumerate(args.points):
+        ctx = model.context(n, lam, omega)
         # Every open-shell order of N (one for closed shells) with the same key; the lowest energy is kept.
-        found = model.estimates(n, lam, jax.random.fold_in(key, i), num_walkers=args.walkers, num_steps=args.steps,
+        found = model.estimates(n, lam, jax.random.fold_in(key, i), omega=omega, num_walkers=args.walkers,
+                                num_steps=args.steps,
                                 burn_in_chunk=args.burn_in[0], min_burn_in=args.burn_in[1],
                                 max_burn_in=args.burn_in[2])
         order, est = min(found.items(), key=lambda item: item[1].energy.mean)

@@ -1,6 +1,6 @@
 """A shipped model's energy table: Markdown rendering and merging re-estimated rows into the card.
 
-``evaluate_foundation.py --update-card`` uses :func:`update_card`: rows measured again (same N and λ)
+``evaluate_foundation.py --update-card`` uses :func:`update_card`: rows measured again (same N, λ and ω)
 replace the card's rows, new points are added, the model file is re-exported in place with the new card
 (``qvmc.pretrained.export_model``: atomic write, parameters unchanged), and the table in the model's
 Markdown card (``models/<name>.md`` next to the file) is rewritten from the merged rows.
@@ -16,11 +16,21 @@ from qvmc import checkpoint, pretrained
 from samplers.stats import format_value_error
 
 TABLE_HEADER = '| N | λ | split | E (Ha) | reference (Ha) | deviation (Ha) | z | note |'
+TABLE_HEADER_OMEGA = '| N | λ | ω | split | E (Ha) | reference (Ha) | deviation (Ha) | z | note |'  # several ω
+
+
+def _omega(row) -> float:
+    """A card row's trap frequency (rows written before ω was recorded are at ω = 1)."""
+    value = row.get('omega') if hasattr(row, 'get') else None
+    return 1.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def markdown_rows(table: pd.DataFrame) -> List[str]:
-    """The energy table's Markdown lines (header included): E ± err, reference, deviation, z, notes."""
-    lines = [TABLE_HEADER, '|---:|---:|:---|---:|---:|---:|---:|:---|']
+    """The energy table's Markdown lines (header included): E ± err, reference, deviation, z, notes; with an
+    ω column when any row is at ω ≠ 1."""
+    with_omega = any(_omega(r) != 1.0 for _, r in table.iterrows())
+    lines = ([TABLE_HEADER_OMEGA, '|---:|---:|---:|:---|---:|---:|---:|---:|:---|'] if with_omega else
+             [TABLE_HEADER, '|---:|---:|:---|---:|---:|---:|---:|:---|'])
     for _, r in table.iterrows():
         ref = '' if math.isnan(r['reference']) else f'{r["reference"]:.6g}' + ('' if r['reference_exact'] else ' (DMC)')
         dev = '' if math.isnan(r['deviation']) else f'{r["deviation"]:+.4f}'
@@ -28,8 +38,9 @@ def markdown_rows(table: pd.DataFrame) -> List[str]:
         note = '**BELOW EXACT by > 4σ**' if r['below_exact'] else ('' if r['equilibrated'] else 'not equilibrated')
         if r.get('other_orders'):
             note = '; '.join(x for x in (note, f'{r["open_shell_order"]} (other: {r["other_orders"]})') if x)
-        lines.append(f'| {r["N"]} | {r["lam"]:g} | {r["split"]} | {format_value_error(r["energy"], r["energy_err"])} '
-                     f'| {ref} | {dev} | {z} | {note} |')
+        omega = f' {_omega(r):g} |' if with_omega else ''
+        lines.append(f'| {r["N"]} | {r["lam"]:g} |{omega} {r["split"]} | '
+                     f'{format_value_error(r["energy"], r["energy_err"])} | {ref} | {dev} | {z} | {note} |')
     return lines
 
 
@@ -47,24 +58,25 @@ def frame(rows: List[Dict[str, Any]]) -> pd.DataFrame:
 
 
 def merge_rows(old: List[Dict[str, Any]], new: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The card's rows with every ``(N, λ)`` in ``new`` replaced or added, sorted by N and λ."""
-    fresh = {(r['N'], float(r['lam'])): r for r in new}
-    merged = [fresh.pop((r['N'], float(r['lam'])), r) for r in old] + list(fresh.values())
-    return sorted(merged, key=lambda r: (r['N'], float(r['lam'])))
+    """The card's rows with every ``(N, λ, ω)`` in ``new`` replaced or added, sorted by N, ω (descending), λ."""
+    key = lambda r: (r['N'], float(r['lam']), _omega(r))  # noqa: E731
+    fresh = {key(r): r for r in new}
+    merged = [fresh.pop(key(r), r) for r in old] + list(fresh.values())
+    return sorted(merged, key=lambda r: (r['N'], -_omega(r), float(r['lam'])))
 
 
 def replace_table(text: str, lines: List[str]) -> str:
-    """``text`` (a Markdown card) with its energy table (the one under :data:`TABLE_HEADER`) replaced.
+    """``text`` (a Markdown card) with its energy table (the one under :data:`TABLE_HEADER` or
+    :data:`TABLE_HEADER_OMEGA`) replaced.
 
     Raises:
       ValueError: the card has no such table.
     """
     md = text.splitlines()
-    try:
-        start = md.index(TABLE_HEADER)
-    except ValueError:
-        raise ValueError(f'The Markdown card has no energy table (a line {TABLE_HEADER!r}); add one to update it.'
-                         ) from None
+    starts = [i for i, line in enumerate(md) if line in (TABLE_HEADER, TABLE_HEADER_OMEGA)]
+    if not starts:
+        raise ValueError(f'The Markdown card has no energy table (a line {TABLE_HEADER!r}); add one to update it.')
+    start = starts[0]
     end = start
     while end < len(md) and md[end].startswith('|'):
         end += 1

@@ -15,12 +15,14 @@ import pytest
 
 from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
+from hamiltonians.references import reference
 from hamiltonians.system import make_psi
 from qvmc import VMC, VMCConfig, checkpoint, pretrained, resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'examples'))
 
+import evaluate_foundation  # noqa: E402
 import model_card  # noqa: E402
 import predict  # noqa: E402
 
@@ -131,6 +133,37 @@ def test_card_update_merges_rows_and_keeps_the_parameters(exported, tmp_path):
     with pytest.raises(ValueError, match='no energy table'):
         model_card.update_card(path, new)
     assert pretrained.load(path).card['energy_table'] == rows  # refused before anything was written
+
+
+def test_card_rows_at_several_trap_frequencies(exported, tmp_path):
+    path, md = str(tmp_path / 'tiny.qvmc'), tmp_path / 'tiny.md'
+    row = dict(N=6, lam=1.0, split='train', energy=20.17, energy_err=0.001, reference=20.1597, reference_err=0.0002,
+               deviation=0.0103, z=10.1, below_exact=False, equilibrated=True)
+    pretrained.export_model(exported['path'], path, {'energy_table': [row]}, name='tiny')  # an old row: no ω
+    md.write_text('# card\n\n' + model_card.TABLE_HEADER + '\n|---|\n| old |\n')
+    new = [dict(row, omega=0.5, energy=11.79, reference=11.7848, reference_err=0.0001),
+           dict(row, omega=1.0, energy=20.165)]
+    assert model_card.update_card(path, new) == 2  # (6, 1, ω = 1) replaced, (6, 1, ω = 0.5) added
+    rows = pretrained.load(path).card['energy_table']
+    assert [(r['lam'], r.get('omega')) for r in rows] == [(1.0, 1.0), (1.0, 0.5)] and rows[0]['energy'] == 20.165
+    text = md.read_text()
+    assert model_card.TABLE_HEADER_OMEGA in text and model_card.TABLE_HEADER not in text
+    assert '| 6 | 1 | 0.5 | train | 11.790(1) | 11.7848 (DMC) |' in text
+    assert model_card.update_card(path, new[:1]) == 2  # the ω table is found again
+
+
+def test_card_points_follow_the_spin_sector():
+    polarized = evaluate_foundation.card_points('polarized')
+    assert (7, 8.0, 1.0, 'published DMC') in polarized and all(p[2] == 1.0 for p in polarized)
+    unpolarized = evaluate_foundation.card_points('unpolarized')
+    assert (6, 1.0, 0.28, 'fixed-node DMC') in unpolarized and (2, 5.0, 1.0, 'two-electron exact') in unpolarized
+    assert [p[0] for p in unpolarized] == sorted(p[0] for p in unpolarized)  # one compile per N
+    assert len({p[:3] for p in unpolarized}) == len(unpolarized)
+    for n, lam, omega, group in unpolarized:  # every point has a reference but the intermediate-ω ones
+        known = reference(*pretrained.spins_for('unpolarized', n), lam, omega) is not None
+        assert known == (group != 'intermediate ω'), (n, lam, omega, group)
+    with pytest.raises(ValueError, match='spin sector'):
+        evaluate_foundation.card_points('mixed')
 
 
 def test_corrupted_byte_is_refused(exported, tmp_path):
@@ -250,7 +283,7 @@ def test_shipped_model_reproduces_its_card():
     rows = [r for r in model.card['energy_table'] if r.get('energy') is not None and (r.get('energy_err') or 0) > 0]
     rows = sorted(rows, key=lambda r: (r['N'], r['lam']))[:2]  # the smallest N: the cheapest
     for i, r in enumerate(rows):
-        est = model.estimate(r['N'], r['lam'], jax.random.PRNGKey(1000 + i),
+        est = model.estimate(r['N'], r['lam'], jax.random.PRNGKey(1000 + i), omega=r.get('omega'),
                              num_walkers=r.get('num_walkers') or 256, num_steps=r.get('num_steps') or 200,
                              open_shell_order=r.get('open_shell_order') or 'filling')
         sigma = math.hypot(est.energy.error, r['energy_err'])
