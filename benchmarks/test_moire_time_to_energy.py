@@ -27,6 +27,17 @@ Sizes from the environment:
 * ``QVMC_BENCH_TTE_KERNEL`` (``float64``): precision of minSR's kernel product ŌŌᵀ (``float32``: float32
   chunk products summed in float64, ``natgrad.minsr(kernel_precision=...)``). The step breakdown also
   times the solve + update with the other precision, in the same run.
+* ``QVMC_BENCH_TTE_NETWORK`` (``peer``): ``peer`` is the default QERNEL config (~108K parameters, the
+  peer's size); ``small`` is the 30,020-parameter QERNEL of the wide moiré runs (width 32, 2 blocks,
+  4 query / 2 key-value heads, 4 experts, 2 determinants; ``examples/moire_transition.py --hidden 32
+  --layers 2 --heads 4 --kv-heads 2 --experts 4 --determinants 2``).
+* ``QVMC_BENCH_TTE_STEPS`` (0: none): a step budget. With one, the run uses the drivers' schedule
+  (``examples/cli.make_optimizer``: warm-up from 10 % of the learning rate, cosine decay back to 10 % at
+  the last step, the Fisher-norm cap scaled by the square of the learning-rate ratio) and stops at the
+  budget or at the wall-time limit, whichever comes first. Excludes ``QVMC_BENCH_TTE_LR_DECAY``.
+* ``QVMC_BENCH_TTE_EVAL`` (0: none): after training, measurement draws per walker of a frozen-step
+  evaluation of the energy (``qvmc.sweep.Sweep.measure``: equilibration check, blocking error); its
+  energy and the wall time at which it ends are reported beside the training average.
 """
 
 import os
@@ -56,6 +67,17 @@ EWALD = env_float('QVMC_BENCH_TTE_EWALD', 1e-10)
 LR_DECAY = env_float('QVMC_BENCH_TTE_LR_DECAY', 0.0, inclusive=True)
 OUT = env_str('QVMC_BENCH_TTE_OUT', 'runs/bench_moire_tte')
 KERNEL = env_choice('QVMC_BENCH_TTE_KERNEL', 'float64', score_kernel.KERNEL_PRECISIONS)
+NETWORK = env_choice('QVMC_BENCH_TTE_NETWORK', 'peer', ('peer', 'small'))
+STEP_BUDGET = env_int('QVMC_BENCH_TTE_STEPS', 0, minimum=0)
+EVAL_DRAWS = env_int('QVMC_BENCH_TTE_EVAL', 0, minimum=0)
+if STEP_BUDGET and LR_DECAY:
+    raise ValueError('QVMC_BENCH_TTE_STEPS (the drivers\' warm-up cosine schedule) and QVMC_BENCH_TTE_LR_DECAY '
+                     '(1 / (1 + t / T)) are two schedules: set one of them, unset the other.')
+if STEP_BUDGET == 1:
+    raise ValueError('QVMC_BENCH_TTE_STEPS must be 0 (no budget) or >= 2 (the warm-up cosine schedule needs two '
+                     'steps), got 1.')
+SMALL = dict(width=32, num_layers=2, num_heads=4, num_kv_heads=2, num_experts=4, expert_hidden=32,
+             num_determinants=2)  # examples/moire_transition.py's flags of the wide runs
 PEER = {'seconds per step': (2.2, 2.7), 'meV/e after 1500 its (73 min)': -59.41, 'first step s': 102}
 
 
@@ -63,13 +85,28 @@ def setup(walkers=WALKERS, substeps=SUBSTEPS):
     """The peer's system and our matched model; returns ``(vmc, state, context)``."""
     system = MoireSystem(epsilon=5.0, ewald_precision=EWALD)
     ctx = system.context(6, 0, lam=1.0)
-    wf = make_ansatz('qernel', QernelConfig(), lattice=system.network_lattice)
+    net = QernelConfig(**SMALL) if NETWORK == 'small' else QernelConfig()
+    wf = make_ansatz('qernel', net, lattice=system.network_lattice)
     config = VMCConfig(num_walkers=walkers, mcmc_substeps=substeps, network_dtype='float32', sampler='rwm')
     lr, max_norm = LR, MAX_NORM
+    if STEP_BUDGET:
+        return _budgeted(system, ctx, wf, config)
     if LR_DECAY:
         lr = lambda count: LR / (1.0 + count / LR_DECAY)  # noqa: E731
         max_norm = lambda count: MAX_NORM / (1.0 + count / LR_DECAY) ** 2  # noqa: E731
     vmc = VMC(wf, system, [ctx], natgrad.minsr(lr, SHIFT, max_norm=max_norm, kernel_precision=KERNEL), config)
+    return vmc, vmc.init(jax.random.PRNGKey(0)), ctx
+
+
+def _budgeted(system, ctx, wf, config):
+    """``setup`` with the drivers' warm-up cosine schedule over ``STEP_BUDGET`` steps."""
+    import argparse
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, 'examples'))
+    from cli import make_optimizer
+    args = argparse.Namespace(optimizer='minsr', lr=LR, diag_shift=SHIFT, max_norm=MAX_NORM, steps=STEP_BUDGET,
+                              kernel_precision=KERNEL)
+    vmc = VMC(wf, system, [ctx], make_optimizer(args), config)
     return vmc, vmc.init(jax.random.PRNGKey(0)), ctx
 
 
@@ -133,7 +170,7 @@ def test_time_to_energy(report):
     n = ctx.n_electrons
     rows, key, t = [], jax.random.PRNGKey(2), 0
     state = vmc.run_mcmc(key, state, 10)
-    while time.time() - start < 60 * MINUTES:
+    while time.time() - start < 60 * MINUTES and (not STEP_BUDGET or t < STEP_BUDGET):
         state, info = vmc.step(jax.random.fold_in(key, t), state)
         t += 1
         if t % 5 == 0:
@@ -157,8 +194,20 @@ def test_time_to_energy(report):
     fig.tight_layout()
     fig.savefig(os.path.join(OUT, 'energy_vs_time.png'), dpi=120)
     last = frame.tail(max(1, len(frame) // 10))
+    evaluation = {}
+    if EVAL_DRAWS:
+        from qvmc.sweep import Sweep
+        chain = state.chains[0]
+        row = Sweep(vmc.wavefunction, vmc.system, vmc.config).measure(
+            state.params, ctx, jax.random.PRNGKey(3), walkers=chain.walkers, step_size=chain.step_size,
+            num_steps=EVAL_DRAWS).row
+        evaluation = {'eval meV/e': round(row['energy_per_electron'], 4),
+                      'eval err': round(row['energy_per_electron_err'], 4),
+                      'eval ends at min': round((time.time() - start) / 60, 2)}
+        print(evaluation, flush=True)
     report({'benchmark': 'moiré time to energy', 'minutes': MINUTES, 'walkers': WALKERS, 'lr decay steps': LR_DECAY,
-            'kernel': KERNEL,
+            'kernel': KERNEL, 'network': NETWORK, 'substeps': SUBSTEPS, 'step budget': STEP_BUDGET,
+            'training ends at min': round(frame['wall_s'].iloc[-1] / 60, 2),
             'steps': t,
             'final meV/e (last 10%)': round(last['energy_per_electron'].mean(), 3),
-            'peer meV/e (73 min)': PEER['meV/e after 1500 its (73 min)']})
+            **evaluation, 'peer meV/e (73 min)': PEER['meV/e after 1500 its (73 min)']})
