@@ -26,7 +26,8 @@ the honeycomb, 1 for uncorrelated electrons). Only for supercells commensurate w
 superlattice (N = 6, 8, 14, 18, 24, 54, …); otherwise they are skipped with a note.
 
 Re-running with the same directory resumes; SIGTERM or Ctrl-C stops training after a checkpoint
-with exit status 75.
+with exit status 75. ``--init-from RUN_DIR`` starts a new run from another run's parameters (same
+network flags), e.g. a λ-range run from a fixed-λ run that found the crystal.
 """
 
 import argparse
@@ -51,6 +52,7 @@ from qvmc.analysis import transition_from_sweep
 from qvmc.order_sweep import ObservableSweep, moire_order_observables
 from qvmc.schedule import BlockwiseSchedule
 from qvmc.train import CHECKPOINT_NAME, TrainingInterrupted, load_history, train
+from qvmc.transfer import transfer_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
 from cli import (KERNEL_PRECISION_HELP, KERNEL_PRECISIONS, check, check_kernel_precision,  # noqa: E402
@@ -178,6 +180,8 @@ def validate_args(args, parser):
         schedule = check(parser, BlockwiseSchedule, base, 'lam', args.lam_range, args.block_length, stages=stages,
                          seed=args.seed)
         check(parser, schedule.validate, system, args.walkers)
+    if args.init_from is not None and not os.path.exists(args.init_from):
+        parser.error(f'--init-from: bad path {args.init_from!r} (no such checkpoint file or run directory)')
     if os.path.exists(args.run_dir) and not os.path.isdir(args.run_dir):
         parser.error(f'--run-dir: bad path {args.run_dir!r} (exists and is not a directory)')
     return args
@@ -242,6 +246,10 @@ def parse_args(argv=None):
     train_group.add_argument('--kernel-precision', choices=KERNEL_PRECISIONS, default=None,
                              help=KERNEL_PRECISION_HELP)
     train_group.add_argument('--checkpoint-every', type=positive_int, default=50)
+    init_help = ('checkpoint file or run directory whose parameters start the training (same ansatz and network '
+                 'flags; fresh optimizer state and walkers; e.g. a fixed-λ run in the crystal to start a λ-range '
+                 'run from the crystal side). Ignored when --run-dir holds a checkpoint: that run resumes')
+    train_group.add_argument('--init-from', default=None, help=init_help)
     train_group.add_argument('--seed', type=nonnegative_int, default=0)
     train_group.add_argument('--x64', action='store_true', help='float64 throughout (network included)')
     sweep = p.add_argument_group('sweep')
@@ -302,8 +310,16 @@ def main():
     burn = dict(zip(('chunk', 'min_steps', 'max_steps'), args.burn_in))
 
     key_init, key_train, key_sweep = jax.random.split(jax.random.PRNGKey(args.seed), 3)
-    state = vmc.init(key_init)
-    if not os.path.exists(os.path.join(args.run_dir, CHECKPOINT_NAME)):  # a resumed run brings its walkers
+    resuming = os.path.exists(os.path.join(args.run_dir, CHECKPOINT_NAME))
+    if args.init_from and not resuming:
+        try:  # shapes are checked against the network flags before anything compiles
+            state = transfer_state(vmc, key_init, args.init_from)
+        except ValueError as err:
+            sys.exit(f'--init-from: {args.init_from!r} does not fit this network ({err})')
+        print(f'parameters from {args.init_from}')
+    else:
+        state = vmc.init(key_init)
+    if not resuming:  # a resumed run brings its walkers
         state, reports = vmc.equilibrate(key_init, state, **burn)
         print('initial burn-in: ' + ', '.join(f'{r.steps} calls' + ('' if r.equilibrated else ' (not equilibrated)')
                                               for r in reports.values()))

@@ -204,6 +204,7 @@ MOIRE_BAD = [
     (['--order-steps', '0'], '--order-steps', "'0'"),
     (['--substeps', '-1'], '--substeps', "'-1'"),
     (['--walkers', '2.5'], '--walkers', "'2.5'"),
+    (['--init-from', '/nonexistent/run'], '--init-from', "'/nonexistent/run'"),
 ]
 
 

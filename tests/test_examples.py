@@ -89,3 +89,13 @@ def test_moire_single_lambda_natural_gradient(tmp_path):
     energies = pd.read_csv(run_dir / 'sweep' / 'energies.csv')
     assert list(energies['lam']) == [1.2] and energies['honeycomb_order'].notna().all()
     assert not (run_dir / 'sweep' / 'transition.csv').exists()
+    # --init-from: a new run starts from these parameters; another network size is refused with the mismatches
+    start = cmd.index('--run-dir')
+    again = cmd[:start] + ['--run-dir', str(tmp_path / 'again'), '--init-from', str(run_dir)] + cmd[start + 2:]
+    result = subprocess.run(again, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'parameters from {run_dir}' in result.stdout
+    wide = again[:again.index('--width') + 1] + ['16'] + again[again.index('--width') + 2:]
+    wide[wide.index(str(tmp_path / 'again'))] = str(tmp_path / 'wide')
+    result = subprocess.run(wide, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1 and 'does not fit this network' in result.stderr, result.stderr[-3000:]
