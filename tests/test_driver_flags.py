@@ -418,3 +418,47 @@ def test_compare_references_driver(tmp_path, capsys):
            (['--conditional', cond, '--references', *refs, '--tolerance', '0'], '--tolerance', "'0'")]
     for argv, flag, token in bad:
         _rejects(compare_references, argv, flag, token, capsys)
+
+
+def _sweep_part(root, name, lams, checkpoint=b'sha256 aaaa\n'):
+    """A run directory with a sweep over ``lams``: a jump of the interaction energy (and of Φ) at λ = 0.85."""
+    lams = np.asarray(lams)
+    inter = np.where(lams < 0.85, -10.0 - lams, -11.0 - lams)
+    order = np.where(lams < 0.85, 0.3, 0.9)
+    run = _sweep_dir(root, name, lams, -50.0 - 10 * lams)
+    table = pd.read_csv(os.path.join(run, 'sweep', 'energies.csv'))
+    table = table.assign(N=6, n_up=6, n_down=0, interaction_per_electron=inter, honeycomb_order=order,
+                         honeycomb_order_err=0.01)
+    table.to_csv(os.path.join(run, 'sweep', 'energies.csv'), index=False)
+    grid = np.linspace(0.0, 1.0, 3)
+    density = pd.DataFrame([{'context': f'lam={lam:g}', 'N': 6, 'lam': lam, 'x': x, 'y': y, 'density': 1.0}
+                            for lam in lams for x in grid for y in grid])
+    density.to_csv(os.path.join(run, 'sweep', 'density.csv'), index=False)
+    with open(os.path.join(run, 'checkpoint.qvmc'), 'wb') as f:
+        f.write(b'QVMC-CKPT 3\n' + checkpoint)
+    return run
+
+
+def test_merge_sweeps_driver(tmp_path, capsys):
+    import merge_sweeps
+    low = _sweep_part(tmp_path, 'low', [0.6, 0.7, 0.8])
+    high = _sweep_part(tmp_path, 'high', [1.1, 0.9, 1.0])
+    merge_sweeps.main(['--parts', low, high, '--out', str(tmp_path / 'merged')])
+    out = tmp_path / 'merged' / 'sweep'
+    table = pd.read_csv(out / 'energies.csv')
+    np.testing.assert_allclose(table['lam'], [0.6, 0.7, 0.8, 0.9, 1.0, 1.1])
+    assert len(pd.read_csv(out / 'density.csv')) == 6 * 9
+    fit = pd.read_csv(out / 'transition.csv').set_index('observable')
+    assert 0.8 <= fit.loc['interaction_per_electron', 'position'] <= 0.9
+    np.testing.assert_allclose(fit.loc['interaction_per_electron', 'jump'], -1.0, atol=0.05)
+    for name in ('order_parameters.csv', 'energies.png', 'order_parameters.png', 'densities.png', 'transition.png'):
+        assert (out / name).is_file(), name
+    assert 'merged 2 parts (6 points)' in capsys.readouterr().out
+    other = _sweep_part(tmp_path, 'other', [1.2, 1.3], checkpoint=b'sha256 bbbb\n')
+    bad = [(['--parts', low, _sweep_part(tmp_path, 'again', [0.8, 0.95]), '--out', str(tmp_path / 'm2')], '--parts',
+            '0.8'),
+           (['--parts', low, other, '--out', str(tmp_path / 'm3')], '--parts', 'different trained models'),
+           (['--parts', low, high, '--out', low], '--out', 'one of the parts'),
+           (['--parts', low, str(tmp_path / 'none'), '--out', str(tmp_path / 'm4')], '--parts', 'none')]
+    for argv, flag, token in bad:
+        _rejects(merge_sweeps, argv, flag, token, capsys)
