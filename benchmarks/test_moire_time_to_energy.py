@@ -35,6 +35,10 @@ Sizes from the environment:
   (``examples/cli.make_optimizer``: warm-up from 10 % of the learning rate, cosine decay back to 10 % at
   the last step, the Fisher-norm cap scaled by the square of the learning-rate ratio) and stops at the
   budget or at the wall-time limit, whichever comes first. Excludes ``QVMC_BENCH_TTE_LR_DECAY``.
+* ``QVMC_BENCH_TTE_SEED`` (0): the time-to-energy run starts as ``examples/moire_transition.py --seed``
+  does (the same key split for parameters, walkers and training, then the driver's burn-in with the
+  equilibration check). The start matters at λ = 1, where a liquid and a crystal-like state compete:
+  see benchmarks/README.md.
 * ``QVMC_BENCH_TTE_EVAL`` (0: none): after training, measurement draws per walker of a frozen-step
   evaluation of the energy (``qvmc.sweep.Sweep.measure``: equilibration check, blocking error); its
   energy and the wall time at which it ends are reported beside the training average.
@@ -70,6 +74,7 @@ KERNEL = env_choice('QVMC_BENCH_TTE_KERNEL', 'float64', score_kernel.KERNEL_PREC
 NETWORK = env_choice('QVMC_BENCH_TTE_NETWORK', 'peer', ('peer', 'small'))
 STEP_BUDGET = env_int('QVMC_BENCH_TTE_STEPS', 0, minimum=0)
 EVAL_DRAWS = env_int('QVMC_BENCH_TTE_EVAL', 0, minimum=0)
+SEED = env_int('QVMC_BENCH_TTE_SEED', 0, minimum=0)
 if STEP_BUDGET and LR_DECAY:
     raise ValueError('QVMC_BENCH_TTE_STEPS (the drivers\' warm-up cosine schedule) and QVMC_BENCH_TTE_LR_DECAY '
                      '(1 / (1 + t / T)) are two schedules: set one of them, unset the other.')
@@ -81,7 +86,7 @@ SMALL = dict(width=32, num_layers=2, num_heads=4, num_kv_heads=2, num_experts=4,
 PEER = {'seconds per step': (2.2, 2.7), 'meV/e after 1500 its (73 min)': -59.41, 'first step s': 102}
 
 
-def setup(walkers=WALKERS, substeps=SUBSTEPS):
+def setup(walkers=WALKERS, substeps=SUBSTEPS, init_key=None):
     """The peer's system and our matched model; returns ``(vmc, state, context)``."""
     system = MoireSystem(epsilon=5.0, ewald_precision=EWALD)
     ctx = system.context(6, 0, lam=1.0)
@@ -90,7 +95,7 @@ def setup(walkers=WALKERS, substeps=SUBSTEPS):
     config = VMCConfig(num_walkers=walkers, mcmc_substeps=substeps, network_dtype='float32', sampler='rwm')
     lr, max_norm = LR, MAX_NORM
     if STEP_BUDGET:
-        return _budgeted(system, ctx, wf, config)
+        return _budgeted(system, ctx, wf, config, init_key)
     if LR_DECAY:
         lr = lambda count: LR / (1.0 + count / LR_DECAY)  # noqa: E731
         max_norm = lambda count: MAX_NORM / (1.0 + count / LR_DECAY) ** 2  # noqa: E731
@@ -98,7 +103,7 @@ def setup(walkers=WALKERS, substeps=SUBSTEPS):
     return vmc, vmc.init(jax.random.PRNGKey(0)), ctx
 
 
-def _budgeted(system, ctx, wf, config):
+def _budgeted(system, ctx, wf, config, init_key):
     """``setup`` with the drivers' warm-up cosine schedule over ``STEP_BUDGET`` steps."""
     import argparse
     import sys
@@ -107,7 +112,7 @@ def _budgeted(system, ctx, wf, config):
     args = argparse.Namespace(optimizer='minsr', lr=LR, diag_shift=SHIFT, max_norm=MAX_NORM, steps=STEP_BUDGET,
                               kernel_precision=KERNEL)
     vmc = VMC(wf, system, [ctx], make_optimizer(args), config)
-    return vmc, vmc.init(jax.random.PRNGKey(0)), ctx
+    return vmc, vmc.init(jax.random.PRNGKey(0) if init_key is None else init_key), ctx
 
 
 def _median_seconds(fn, *args):
@@ -166,10 +171,11 @@ def test_time_to_energy(report):
     """Trains from a cold start for the wall-time budget; energy per electron vs wall time to CSV + plot."""
     import pandas as pd
     start = time.time()
-    vmc, state, ctx = setup()
+    key_init, key, key_eval = jax.random.split(jax.random.PRNGKey(SEED), 3)  # as examples/moire_transition.py
+    vmc, state, ctx = setup(init_key=key_init)
     n = ctx.n_electrons
-    rows, key, t = [], jax.random.PRNGKey(2), 0
-    state = vmc.run_mcmc(key, state, 10)
+    rows, t = [], 0
+    state, _ = vmc.equilibrate(key_init, state, chunk=10, min_steps=20, max_steps=300)  # the driver's burn-in
     while time.time() - start < 60 * MINUTES and (not STEP_BUDGET or t < STEP_BUDGET):
         state, info = vmc.step(jax.random.fold_in(key, t), state)
         t += 1
@@ -199,7 +205,7 @@ def test_time_to_energy(report):
         from qvmc.sweep import Sweep
         chain = state.chains[0]
         row = Sweep(vmc.wavefunction, vmc.system, vmc.config).measure(
-            state.params, ctx, jax.random.PRNGKey(3), walkers=chain.walkers, step_size=chain.step_size,
+            state.params, ctx, key_eval, walkers=chain.walkers, step_size=chain.step_size,
             num_steps=EVAL_DRAWS).row
         evaluation = {'eval meV/e': round(row['energy_per_electron'], 4),
                       'eval err': round(row['energy_per_electron_err'], 4),
