@@ -40,8 +40,9 @@ Sizes from the environment:
   equilibration check). The start matters at λ = 1, where a liquid and a crystal-like state compete:
   see benchmarks/README.md.
 * ``QVMC_BENCH_TTE_EVAL`` (0: none): after training, measurement draws per walker of a frozen-step
-  evaluation of the energy (``qvmc.sweep.Sweep.measure``: equilibration check, blocking error); its
-  energy and the wall time at which it ends are reported beside the training average.
+  evaluation of the energy and of the honeycomb order Φ (``qvmc.order_sweep.ObservableSweep.measure``:
+  equilibration check, blocking errors; Φ ≈ 0.3 liquid, ≈ 0.9 crystal); its energy, Φ and the wall time
+  at which it ends are reported beside the training average.
 """
 
 import os
@@ -202,13 +203,16 @@ def test_time_to_energy(report):
     last = frame.tail(max(1, len(frame) // 10))
     evaluation = {}
     if EVAL_DRAWS:
-        from qvmc.sweep import Sweep
+        from qvmc.order_sweep import ObservableSweep, moire_order_observables
         chain = state.chains[0]
-        row = Sweep(vmc.wavefunction, vmc.system, vmc.config).measure(
+        sweep = ObservableSweep(vmc.wavefunction, vmc.system, vmc.config,
+                                observables=moire_order_observables(vmc.system))
+        row = sweep.measure(
             state.params, ctx, key_eval, walkers=chain.walkers, step_size=chain.step_size,
             num_steps=EVAL_DRAWS).row
         evaluation = {'eval meV/e': round(row['energy_per_electron'], 4),
                       'eval err': round(row['energy_per_electron_err'], 4),
+                      'eval honeycomb order': round(row['honeycomb_order'], 3),  # ~0.3 liquid, ~0.9 crystal
                       'eval ends at min': round((time.time() - start) / 60, 2)}
         print(evaluation, flush=True)
     report({'benchmark': 'moiré time to energy', 'minutes': MINUTES, 'walkers': WALKERS, 'lr decay steps': LR_DECAY,
