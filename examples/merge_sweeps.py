@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.p
 from cli import positive_float  # noqa: E402
 
 SWEEP = 'sweep'
-ORDER_PREFIXES = ('honeycomb_', 'structure_factor_k', 'occupations')
 TIDY = ('density.csv', 'pair_correlation.csv')  # per-λ tables merged when every part has them
 
 
@@ -93,7 +92,7 @@ def main(argv=None):
         frame.to_csv(os.path.join(out, name), index=False)
     has_order = 'honeycomb_order' in table
     if has_order:
-        columns = ['lam'] + [c for c in table.columns if c.startswith(ORDER_PREFIXES)]
+        columns = ['lam'] + [c for c in table.columns if c.startswith(driver.ORDER_PREFIXES)]
         table[columns].to_csv(os.path.join(out, 'order_parameters.csv'), index=False)
         plotting.plot_order_parameters(table, os.path.join(out, 'order_parameters.png'), xlabel='λ')
     components = tuple(c for c in ('energy', 'interaction', 'moire', 'kinetic') if f'{c}_per_electron' in table)

@@ -65,6 +65,7 @@ SWEEP_POINTS_WHY = 'the transition fit needs two straight branches of at least t
 NATURAL_GRADIENTS = ('sr', 'minsr', 'spring')
 DEFAULT_LAM_RANGE = (0.6, 1.6)
 DEFAULT_STAGES = '0:4,200:8'
+ORDER_PREFIXES = ('honeycomb_', 'structure_factor_k', 'occupations')  # order-parameter columns of a sweep
 DEFAULT_HEADS = 2  # attention heads of qernel / psiformer at the driver's default width 16
 # Network flags and the ansätze that use them (None defaults: resolved in validate_args).
 ANSATZ_FLAGS = {'heads': ('qernel', 'psiformer'), 'kv_heads': ('qernel',), 'experts': ('qernel',),
@@ -357,8 +358,7 @@ def run_sweep(args, system, wavefunction, config, params, key_sweep, burn, start
     table = result.energies.sort_values('lam')
     has_order = 'honeycomb_order' in table
     if has_order:
-        order_columns = ['lam'] + [c for c in table.columns if c.startswith(('honeycomb_', 'structure_factor_k',
-                                                                             'occupations'))]
+        order_columns = ['lam'] + [c for c in table.columns if c.startswith(ORDER_PREFIXES)]
         table[order_columns].to_csv(os.path.join(out, 'order_parameters.csv'), index=False)
         sweep.save_observable_traces(os.path.join(out, 'order_traces.npz'))
         geometry = sublattice_geometry(system, args.electrons)
