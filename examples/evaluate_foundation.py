@@ -118,11 +118,16 @@ def parse_args(argv=None):
 
 
 def split_of(model, ctx) -> str:
-    """``train``, ``held-out λ`` (N trained, λ not) or ``unseen N``."""
+    """``train``; ``held-out λ``, ``held-out ω`` or ``held-out λ, ω`` (N trained, and which of λ and ω was
+    never trained at that N); or ``unseen N``."""
     trained = {(c.spins, c['lam'], c['omega']) for c in model.training_contexts}
     if (ctx.spins, ctx['lam'], ctx['omega']) in trained:
         return 'train'
-    return 'held-out λ' if any(s == ctx.spins for s, _, _ in trained) else 'unseen N'
+    at_n = [(lam, omega) for s, lam, omega in trained if s == ctx.spins]
+    if not at_n:
+        return 'unseen N'
+    new = [name for name, i in (('λ', 0), ('ω', 1)) if all(t[i] != (ctx['lam'], ctx['omega'])[i] for t in at_n)]
+    return 'held-out ' + (', '.join(new) if new else 'λ, ω')  # both seen, never together: the pair is new
 
 
 def compare(row, ctx):

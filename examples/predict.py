@@ -2,7 +2,7 @@
 
     python examples/predict.py --n 9 --lam 3.7
     python examples/predict.py --n 7 --lam 8 --model foundation_polarized --walkers 512 --steps 400
-    python examples/predict.py --n 6 --lam 1 --omega 0.5 --model path/to/model.qvmc   # trap frequency ω
+    python examples/predict.py --n 6 --lam 1 --omega 0.5 --model foundation_unpolarized   # S_z = 0, trap frequency ω
 
 Loads ``models/<model>.qvmc`` (or a model file given by path), equilibrates fresh walkers at the
 context, and measures with a frozen step size: the energy with its blocking error bar, the kinetic,

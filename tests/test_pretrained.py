@@ -166,6 +166,18 @@ def test_card_points_follow_the_spin_sector():
         evaluate_foundation.card_points('mixed')
 
 
+def test_split_names_what_was_never_trained():
+    """A card row's split: the trained context, a trained N at a new λ, a new ω or a new (λ, ω) pair, or a new N."""
+    dot = QuantumDot()
+    trained = [dot.context(1, 1, lam=lam, omega=1.0) for lam in (0.0, 1.0)] + [dot.context(3, 3, lam=0.0, omega=1.0),
+                                                                               dot.context(3, 3, lam=1.0, omega=0.5)]
+    model = type('Model', (), {'training_contexts': trained})()
+    cases = {(1, 1.0, 1.0): 'train', (1, 5.0, 1.0): 'held-out λ', (3, 1.0, 0.75): 'held-out ω',
+             (3, 1.0, 1.0): 'held-out λ, ω', (3, 2.0, 0.28): 'held-out λ, ω', (6, 1.0, 1.0): 'unseen N'}
+    for (n_up, lam, omega), split in cases.items():
+        assert evaluate_foundation.split_of(model, dot.context(n_up, n_up, lam=lam, omega=omega)) == split
+
+
 def test_corrupted_byte_is_refused(exported, tmp_path):
     data = bytearray(open(exported['path'], 'rb').read())
     data[len(data) // 2] ^= 0x01
@@ -273,13 +285,17 @@ def test_predict_and_evaluate_drivers_smoke(exported, tmp_path):
     assert [(r['N'], r['lam']) for r in rows] == [(3, 1.0), (5, 0.0)] and rows[1]['energy'] == table['energy'].iloc[0]
 
 
+SHIPPED_WITH_TABLE = [n for n in pretrained.available()
+                      if pretrained.read_metadata(n).get('card', {}).get('energy_table')]
+
+
 @pytest.mark.slow
-def test_shipped_model_reproduces_its_card():
-    """Two points of a shipped model's card energy table, re-estimated, agree within 5σ."""
-    shipped = [n for n in pretrained.available() if pretrained.read_metadata(n).get('card', {}).get('energy_table')]
-    if not shipped:
+@pytest.mark.parametrize('name', SHIPPED_WITH_TABLE or ['(none)'])
+def test_shipped_model_reproduces_its_card(name):
+    """Two points of each shipped model's card energy table, re-estimated, agree within 5σ."""
+    if not SHIPPED_WITH_TABLE:
         pytest.skip('no shipped model with a card energy table in models/')
-    model = pretrained.load(shipped[0])
+    model = pretrained.load(name)
     rows = [r for r in model.card['energy_table'] if r.get('energy') is not None and (r.get('energy_err') or 0) > 0]
     rows = sorted(rows, key=lambda r: (r['N'], r['lam']))[:2]  # the smallest N: the cheapest
     for i, r in enumerate(rows):
@@ -290,15 +306,31 @@ def test_shipped_model_reproduces_its_card():
         assert abs(est.energy.mean - r['energy']) < 5 * sigma, (r, est.energy)
 
 
-def test_shipped_foundation_model_loads_and_matches_the_code():
-    """The model in models/ loads by name; its parameter shapes are the ones the stored config builds
-    (checked by load) and its training set is the documented one."""
-    assert 'foundation_polarized' in pretrained.available()
-    model = pretrained.load('foundation_polarized')
-    assert model.spin_sector == 'polarized'
+SHIPPED_TRAINING_SETS = {  # name -> (spin sector, the documented training set {(N, λ, ω)})
+    'foundation_polarized': ('polarized',
+                             {(n, lam, 1.0) for n in (6, 8, 10) for lam in (0.0, 1.0, 2.0, 5.0, 8.0, 10.0)}),
+    'foundation_unpolarized': ('unpolarized',
+                               {(2, lam, 1.0) for lam in (0.0, 1.0, 2.0, 5.0, 8.0)}
+                               | {(6, 0.0, 1.0), (12, 0.0, 1.0), (12, 1.0, 1.0), (12, 1.0, 0.5)}
+                               | {(6, 1.0, omega) for omega in (1.0, 0.5, 0.28)}),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SHIPPED_TRAINING_SETS))
+def test_shipped_foundation_model_loads_and_matches_the_code(name):
+    """Each model in models/ loads by name; its parameter shapes are the ones the stored config builds
+    (checked by load) and its spin sector and training set are the documented ones."""
+    assert name in pretrained.available()
+    sector, training_set = SHIPPED_TRAINING_SETS[name]
+    model = pretrained.load(name)
+    assert model.spin_sector == sector
     assert sum(int(np.size(p)) for p in jax.tree.leaves(model.params)) == 29111
-    trained = {(c['n_up'] + c['n_down'], c['lam']) for c in model.metadata['training_set']['contexts']}
-    assert trained == {(n, lam) for n in (6, 8, 10) for lam in (0.0, 1.0, 2.0, 5.0, 8.0, 10.0)}
+    contexts = model.metadata['training_set']['contexts']
+    assert {(c['n_up'] + c['n_down'], c['lam'], c['omega']) for c in contexts} == training_set
+    if sector == 'unpolarized':
+        assert all(c['n_up'] == (c['n_up'] + c['n_down'] + 1) // 2 for c in contexts)
+    else:
+        assert all(c['n_down'] == 0 for c in contexts)
 
 
 def test_open_shell_orders_are_compared_variationally(exported):
