@@ -10,6 +10,10 @@ divides physical positions by ``system.length_scale``), ``cond`` the context fea
 vector ``[C]``, ``spins = (n_up, n_down)`` a static tuple (rows ``0..n_up-1`` are spin up),
 and ``coupling`` the strength of the ``1/r`` interaction in those length units (it fixes the
 exact electron–electron cusp). Batch with ``jax.vmap`` over ``x``.
+
+A *maskable* ansatz (``Wavefunction.maskable``, so far Fermi Sets) also takes ``mask`` ``[N]``
+(1 = electron, 0 = padding row; the active rows of each spin block come first): one compiled
+program then serves every particle content up to ``spins`` (``qvmc.padding``).
 """
 
 from typing import Callable, NamedTuple, Sequence, Tuple
@@ -30,10 +34,12 @@ class Wavefunction(NamedTuple):
       periodic: True if ψ is built for a periodic cell (periodic features, plane-wave
         orbitals); ``qvmc.VMC``, ``Predictor`` and ``Sweep`` refuse a wavefunction whose
         geometry differs from the system's ``periodic``.
+      maskable: True if ``apply`` takes ``mask=[N]`` (padding rows; see the module docstring).
     """
     init: Callable
     apply: Callable
     periodic: bool = False
+    maskable: bool = False
 
 
 def validate_call(x: Array, spins: Tuple[int, int]) -> None:
@@ -45,20 +51,28 @@ def validate_call(x: Array, spins: Tuple[int, int]) -> None:
                          'vmap over walkers outside the wavefunction.')
 
 
-def from_haiku(forward: Callable, periodic: bool = False) -> Wavefunction:
+def from_haiku(forward: Callable, periodic: bool = False, maskable: bool = False) -> Wavefunction:
     """Wraps ``forward(x, cond, spins, coupling) -> (sign, logabs)`` into a ``Wavefunction``
-    (``periodic``: whether ``forward`` is built for a periodic cell)."""
+    (``periodic``: whether ``forward`` is built for a periodic cell; ``maskable``: whether it
+    also takes ``mask=[N]``, padding rows)."""
     transformed = hk.without_apply_rng(hk.transform(forward))
 
     def init(rng_key, x, cond, spins, coupling=0.0):
         validate_call(x, spins)
         return transformed.init(rng_key, x, cond, tuple(spins), coupling)
 
-    def apply(params, x, cond, spins, coupling=0.0):
+    def apply(params, x, cond, spins, coupling=0.0, mask=None):
         validate_call(x, spins)
-        return transformed.apply(params, x, cond, tuple(spins), coupling)
+        if mask is None:
+            return transformed.apply(params, x, cond, tuple(spins), coupling)
+        if not maskable:
+            raise ValueError('This ansatz takes no padding mask; only a maskable one (Fermi Sets) can serve several '
+                             'particle contents from one padded program. Leave padding off for it.')
+        if mask.shape != x.shape[:1]:
+            raise ValueError(f'mask must be [N={x.shape[0]}] (one entry per walker row), got {mask.shape}.')
+        return transformed.apply(params, x, cond, tuple(spins), coupling, mask)
 
-    return Wavefunction(init, apply, bool(periodic))
+    return Wavefunction(init, apply, bool(periodic), bool(maskable))
 
 
 def log_sum_determinants(coefficients: Array, signs: Array, logdets: Array) -> Tuple[Array, Array]:

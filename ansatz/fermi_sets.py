@@ -4,6 +4,7 @@ import dataclasses
 from typing import Optional
 
 import haiku as hk
+import jax
 import jax.numpy as jnp
 
 from ansatz import harmonic_basis
@@ -93,6 +94,36 @@ def _mix_open_shell(mixer, poly, xs, labels, cond, sigma):
     return jnp.concatenate([poly[:, :num_closed], open_poly], axis=1), True
 
 
+def _padded_priors(mixer, xs, live, cond, sigma, k, order):
+    """Label features ``[n_σ, 4]`` and polynomial priors ``[n_σ, n_σ, K]`` of a padded spin block.
+
+    The occupied count ``c = Σ live`` is traced: static tables (``harmonic_basis.padded_orbitals``)
+    give each slot its orbital and, in an open shell, the candidates it mixes, so every ``c`` up
+    to the block size runs in one program. Slots ``j ≥ c`` hold placeholders that the caller
+    replaces by an identity block. Equal to the unpadded ``_mix_open_shell`` path up to rounding.
+    """
+    size = xs.shape[0]
+    tables = harmonic_basis.padded_orbitals(size, order)
+    count = jnp.round(jnp.sum(live)).astype(jnp.int32)
+    slot = jnp.asarray(tables.slot)[count]  # [n_σ]
+    feats = jnp.asarray(harmonic_basis.label_features(tables.labels), xs.dtype)  # [A, 4]
+    q = feats[slot]  # [n_σ, 4]
+    weights = jax.nn.one_hot(slot, len(tables.labels), dtype=xs.dtype)[..., None]  # [n_σ, A, 1]
+    if mixer is not None:
+        num_cand = len(tables.labels)
+        pair_in = jnp.concatenate([
+            jnp.broadcast_to(q[:, None], (size, num_cand, 4)),
+            jnp.broadcast_to(feats[None], (size, num_cand, 4)),
+            jnp.broadcast_to(cond.astype(xs.dtype), (size, num_cand, cond.shape[0])),
+            jnp.full((size, num_cand, 1), sigma, xs.dtype)], axis=-1)
+        mixable = jnp.asarray(tables.mixable, xs.dtype)[count]  # [n_σ, A]
+        weights = weights + mixable[..., None] * mixer(pair_in)  # [n_σ, A, K]
+    else:
+        weights = jnp.repeat(weights, k, axis=-1)
+    candidates = harmonic_basis.polynomial_part(xs, tables.labels)  # [n_σ, A]
+    return q, jnp.einsum('ia,jak->ijk', candidates, weights)
+
+
 class FermiSets(hk.Module):
     """Haiku module for one walker; see ``make_fermi_sets`` for the pure-function wrapper."""
 
@@ -100,10 +131,13 @@ class FermiSets(hk.Module):
         super().__init__(name=name)
         self.config = config
 
-    def __call__(self, x, cond, spins, coupling):
+    def __call__(self, x, cond, spins, coupling, mask=None):
         cfg = self.config
         n_up, n_down = spins
         spin = jnp.asarray([1.0] * n_up + [-1.0] * n_down, x.dtype)[:, None]  # [N, 1]
+        if mask is not None:
+            mask = mask.astype(x.dtype)  # [N], 1 = electron, 0 = padding row (qvmc.padding)
+            keys = mask > 0.5
 
         # Permutation-equivariant attention network over electrons, FiLM-conditioned.
         h = hk.Linear(cfg.width, name='embed')(jnp.concatenate([_electron_features(x), spin], -1))
@@ -112,13 +146,18 @@ class FermiSets(hk.Module):
         for layer in range(cfg.num_layers):
             bias = jnp.moveaxis(MLP([cfg.hidden, cfg.num_heads], name=f'pair_bias_{layer}')(pair), -1, 0)
             attn = PairBiasedSelfAttention(cfg.num_heads, cfg.width // cfg.num_heads, name=f'attn_{layer}')
-            h = h + attn(hk.LayerNorm(-1, True, True, name=f'ln_attn_{layer}')(h), bias)
+            h = h + attn(hk.LayerNorm(-1, True, True, name=f'ln_attn_{layer}')(h), bias,
+                         key_mask=None if mask is None else keys)
             h = h + MLP([cfg.hidden, cfg.width], name=f'mlp_{layer}')(
                 hk.LayerNorm(-1, True, True, name=f'ln_mlp_{layer}')(h))
             h = FiLM(name=f'film_{layer}')(h, cond)
 
         # Invariant ξ by mean pooling, then ρ_k(ξ, Λ) = exp(J(ξ, Λ)) · c_k(ξ, Λ).
-        xi = jnp.mean(MLP([cfg.hidden, cfg.hidden], name='pool')(h), axis=0)  # [hidden]
+        pooled = MLP([cfg.hidden, cfg.hidden], name='pool')(h)
+        if mask is None:
+            xi = jnp.mean(pooled, axis=0)  # [hidden]
+        else:
+            xi = jnp.sum(pooled * mask[:, None], axis=0) / jnp.sum(mask)
         rho_in = jnp.concatenate([jnp.tanh(xi), cond])
         coeffs = MLP([cfg.hidden, cfg.num_determinants], final_w_init=hk.initializers.VarianceScaling(0.01),
                      final_b_init=hk.initializers.Constant(1.0 / cfg.num_determinants), name='rho')(rho_in)
@@ -136,22 +175,30 @@ class FermiSets(hk.Module):
         for start, count, sigma in ((0, n_up, 1.0), (n_up, n_down, -1.0)):
             if count == 0:
                 continue
-            labels = harmonic_basis.orbital_labels(count, cfg.open_shell_order)
-            q = jnp.asarray(harmonic_basis.label_features(labels), x.dtype)  # [M, 4]
+            xs, hs = x[start:start + count], h[start:start + count]  # [n_σ, 2], [n_σ, F]
+            if mask is None:
+                labels = harmonic_basis.orbital_labels(count, cfg.open_shell_order)
+                q = jnp.asarray(harmonic_basis.label_features(labels), x.dtype)  # [M, 4]
+                poly = jnp.repeat(harmonic_basis.polynomial_part(xs, labels)[:, :, None], k, axis=-1)  # [n_σ, M, K]
+                if mixer is not None:
+                    poly, mixed = _mix_open_shell(mixer, poly, xs, labels, cond, sigma)
+                    mixer_used = mixer_used or mixed
+            else:
+                q, poly = _padded_priors(mixer, xs, mask[start:start + count], cond, sigma, k, cfg.open_shell_order)
+                mixer_used = mixer is not None
             gen_in = jnp.concatenate([q, jnp.broadcast_to(cond, (count, cond.shape[0])),
                                       jnp.full((count, 1), sigma, x.dtype)], axis=-1)
             gen = generator(gen_in).reshape(count, k, 2 * cfg.width + 1)
             w_mult, w_add, log_alpha = gen[..., :cfg.width], gen[..., cfg.width:-1], gen[..., -1]  # [M, K, ...]
-            xs, hs = x[start:start + count], h[start:start + count]  # [n_σ, 2], [n_σ, F]
-            poly = jnp.repeat(harmonic_basis.polynomial_part(xs, labels)[:, :, None], k, axis=-1)  # [n_σ, M, K]
-            if mixer is not None:
-                poly, mixed = _mix_open_shell(mixer, poly, xs, labels, cond, sigma)
-                mixer_used = mixer_used or mixed
             r2 = jnp.sum(xs**2, axis=-1)  # [n_σ]
             envelope = jnp.exp(-0.5 * jnp.exp(log_alpha)[None] * r2[:, None, None])  # [n_σ, M, K]
             mult = jnp.einsum('if,mkf->imk', hs, w_mult)
             add = jnp.einsum('if,mkf->imk', hs, w_add)
             phi = envelope * (poly * (1.0 + mult) + add)  # [n_σ, M, K]
+            if mask is not None:  # padding rows and slots: an identity block, det unchanged
+                live = mask[start:start + count] > 0.5
+                eye = jnp.eye(count, dtype=phi.dtype)[:, :, None]
+                phi = jnp.where(live[:, None, None] & live[None, :, None], phi, eye)
             blocks.append(jnp.moveaxis(phi, -1, 0))  # [K, n_σ(electron), M(orbital)]
         if mixer is not None and not mixer_used:
             mixer(jnp.zeros((0, _mixer_inputs(cond)), x.dtype))  # same parameters for every (n_up, n_down)
@@ -161,7 +208,9 @@ class FermiSets(hk.Module):
         logabs = logabs + log_jastrow
         if cfg.cusp:
             log_range = hk.get_parameter('cusp_log_range', (2,), x.dtype, init=jnp.zeros)
-            logabs = logabs + cusp_jastrow(x, spins, coupling, log_range)  # open boundaries
+            logabs = logabs + cusp_jastrow(x, spins, coupling, log_range, mask=mask)  # open boundaries
+        if mask is not None:  # padding rows: independent oscillator ground states exp(-|x|²/2)
+            logabs = logabs - 0.5 * jnp.sum((1.0 - mask) * jnp.sum(x**2, axis=-1))
         return sign, logabs
 
 
@@ -169,8 +218,12 @@ def make_fermi_sets(config: FermiSetsConfig = FermiSetsConfig()) -> Wavefunction
     """The conditional Fermi Sets wavefunction as a pure ``Wavefunction``.
 
     At initialization the orbitals are the oscillator eigenfunctions (so λ = 0 starts
-    exact); one parameter set evaluates any ``(n_up, n_down)``.
+    exact); one parameter set evaluates any ``(n_up, n_down)``. Maskable: with ``mask=[N]``
+    the rows marked 0 are padding (``qvmc.padding``): left out of attention, pooling,
+    determinants and cusp, and given the factor ``exp(-|x|²/2)`` (a non-interacting oscillator
+    ground state of energy ω that ``QuantumDot`` removes), so one program serves every content
+    up to ``spins``.
     """
-    def forward(x, cond, spins, coupling):
-        return FermiSets(config, name='fermi_sets')(x, cond, spins, coupling)
-    return from_haiku(forward)
+    def forward(x, cond, spins, coupling, mask=None):
+        return FermiSets(config, name='fermi_sets')(x, cond, spins, coupling, mask)
+    return from_haiku(forward, maskable=True)

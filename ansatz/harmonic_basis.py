@@ -73,6 +73,39 @@ def open_shell(num_orbitals: int) -> Tuple[int, List[OrbitalLabel]]:
     return num_closed, [lab for lab in orbital_labels(num_closed + shell + 1) if lab.shell == shell]
 
 
+class PaddedOrbitals(NamedTuple):
+    """Static tables that let one program pick the first ``c`` orbitals for a traced count ``c ≤ pad``.
+
+    Attributes:
+      labels: the candidate orbitals ``A``: every member of every shell that some ``c ≤ pad`` touches.
+      slot: ``[pad + 1, pad]`` int, the column of ``A`` that orbital slot ``j`` uses at count ``c``
+        (``orbital_labels(c, order)[j]``; 0 for the unused slots ``j ≥ c``).
+      mixable: ``[pad + 1, pad, len(A)]`` 0/1, candidate ``a`` may enter slot ``j`` at count ``c``
+        (``j`` is an occupied slot of the open shell of ``c`` and ``a`` a member of that shell;
+        ``_mix_open_shell`` of ``ansatz.fermi_sets``).
+    """
+    labels: List[OrbitalLabel]
+    slot: np.ndarray
+    mixable: np.ndarray
+
+
+def padded_orbitals(pad: int, open_shell_order: str = 'filling') -> PaddedOrbitals:
+    """The ``PaddedOrbitals`` tables for counts ``0 … pad`` in ``open_shell_order``."""
+    if pad < 0:
+        raise ValueError(f'pad must be >= 0, got {pad}.')
+    num_closed, shell = open_shell(pad)
+    candidates = orbital_labels(num_closed + len(shell))  # whole shells only
+    index = {lab: a for a, lab in enumerate(candidates)}
+    slot = np.zeros((pad + 1, pad), np.int32)
+    mixable = np.zeros((pad + 1, pad, len(candidates)), np.float64)
+    for count in range(pad + 1):
+        slot[count, :count] = [index[lab] for lab in orbital_labels(count, open_shell_order)]
+        closed, members = open_shell(count)
+        for j in range(closed, count):
+            mixable[count, j, [index[lab] for lab in members]] = 1.0
+    return PaddedOrbitals(candidates, slot, mixable)
+
+
 def label_features(labels: List[OrbitalLabel]) -> np.ndarray:
     """Smooth numeric features of orbital labels, ``[num_orbitals, 4]`` (inputs to the orbital generator)."""
     return np.array([[lab.shell / 4.0, lab.abs_m / 4.0, lab.n_r / 2.0, 2.0 * lab.is_sin - 1.0]

@@ -17,7 +17,7 @@ def spin_labels(spins: Tuple[int, int]) -> np.ndarray:
 
 
 def cusp_jastrow(x: Array, spins: Tuple[int, int], coupling, log_range: Array,
-                 lattice: Optional[np.ndarray] = None) -> Array:
+                 lattice: Optional[np.ndarray] = None, mask: Optional[Array] = None) -> Array:
     """``Σ_{i<j} c_σσ' · coupling · β r_ij/(β + r_ij)``: exact 2D cusps, ``c = 1`` (↑↓), ``1/3`` (↑↑).
 
     The slope at ``r = 0`` is ``c · coupling`` (Kato in two dimensions: ``1/(d-1)`` for
@@ -32,6 +32,7 @@ def cusp_jastrow(x: Array, spins: Tuple[int, int], coupling, log_range: Array,
       coupling: strength of ``1/r`` in the network's length unit (traced).
       log_range: ``[2]`` log-ranges β for parallel and antiparallel pairs.
       lattice: ``None`` (open) or the supercell lattice ``[D, D]``.
+      mask: optional ``[N]`` 0/1, padding rows (0) take part in no pair.
     """
     n = spins[0] + spins[1]
     if n < 2:
@@ -41,8 +42,15 @@ def cusp_jastrow(x: Array, spins: Tuple[int, int], coupling, log_range: Array,
     c = np.where(same, 1.0 / 3.0, 1.0)
     beta = jnp.where(same, jnp.exp(log_range[0]), jnp.exp(log_range[1]))
     iu = np.triu_indices(n, k=1)
-    r = jnp.sqrt(features.pair_distance_sq(x, lattice)[iu])  # off-diagonal: > 0 where |ψ| > 0
-    return coupling * jnp.sum(jnp.asarray(c[iu], r.dtype) * beta[iu] * r / (beta[iu] + r))  # r's dtype throughout
+    d2 = features.pair_distance_sq(x, lattice)[iu]
+    if mask is not None:  # a padding row may sit on an electron: keep sqrt away from 0 there
+        pair = (mask[:, None] * mask[None, :])[iu].astype(d2.dtype)
+        d2 = jnp.where(pair > 0.5, d2, jnp.ones_like(d2))
+    r = jnp.sqrt(d2)  # off-diagonal: > 0 where |ψ| > 0
+    terms = jnp.asarray(c[iu], r.dtype) * beta[iu] * r / (beta[iu] + r)  # r's dtype throughout
+    if mask is not None:
+        terms = terms * pair
+    return coupling * jnp.sum(terms)
 
 
 class CuspJastrow(hk.Module):

@@ -56,6 +56,8 @@ class PairBiasedSelfAttention(hk.Module):
     Args (call):
       h: per-electron stream ``[N, F]``.
       pair_bias: ``[H, N, N]`` logits added before the softmax.
+      key_mask: optional ``[N]`` bool, the electrons that may be attended to (padding rows are
+        False: their weight is exactly zero, so they change no other row).
     """
 
     def __init__(self, num_heads: int, head_dim: int, name: Optional[str] = None):
@@ -65,12 +67,14 @@ class PairBiasedSelfAttention(hk.Module):
         self.num_heads = num_heads
         self.head_dim = head_dim
 
-    def __call__(self, h: Array, pair_bias: Array) -> Array:
+    def __call__(self, h: Array, pair_bias: Array, key_mask: Optional[Array] = None) -> Array:
         n, width = h.shape
         proj = hk.Linear(3 * self.num_heads * self.head_dim, with_bias=False, name='qkv')(h)
         q, k, v = jnp.split(proj.reshape(n, 3, self.num_heads, self.head_dim), 3, axis=1)
         q, k, v = q[:, 0], k[:, 0], v[:, 0]  # [N, H, Dh]
         logits = jnp.einsum('ihd,jhd->hij', q, k) / math.sqrt(self.head_dim) + pair_bias
+        if key_mask is not None:
+            logits = jnp.where(key_mask[None, None, :], logits, jnp.asarray(-1e30, logits.dtype))
         weights = jax.nn.softmax(logits, axis=-1)  # [H, N, N]
         out = jnp.einsum('hij,jhd->ihd', weights, v).reshape(n, self.num_heads * self.head_dim)
         return hk.Linear(width, name='out')(out)

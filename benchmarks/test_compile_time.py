@@ -73,3 +73,27 @@ def test_compile_per_particle_content(name, report, tmp_path_factory):
         report({'benchmark': f'compile ({name})', 'case': what, 'N': new if what != 'first content' else first,
                 'train step s': round(step, 1), 'runner s': round(runner, 1)})
     assert all(np.isfinite(t) for pair in times.values() for t in pair)
+
+
+def test_new_content_in_a_padded_program(report, tmp_path_factory):
+    """The measurement of a new N with and without padding (``hamiltonians.padding``): wall time of
+    ``Predictor.estimate`` (compile + 10 burn-in + 10 measurement calls) at N = 6, then at a new
+    N = 7, then N = 7 again (run only); compile ≈ a call minus the repeat. Padded to (8, 0), N = 7
+    reuses the program of N = 6."""
+    from qvmc.inference import Predictor  # pylint: disable=import-outside-toplevel
+    enable_compilation_cache(str(tmp_path_factory.mktemp('jax_cache_pad')))
+    wf, system = make_fermi_sets(FermiSetsConfig()), QuantumDot()
+    ctx = system.context(6, 0, lam=1.0)
+    x = system.init_walkers(jax.random.PRNGKey(0), ctx, 1)[0]
+    params = wf.init(jax.random.PRNGKey(1), x, system.context_features(ctx.values, 6, 0), (6, 0), 1.0)
+    kw = dict(num_walkers=WALKERS, num_steps=10, burn_in_chunk=10, min_burn_in=10, max_burn_in=20)
+    for pad in (None, (8, 0)):
+        predictor = Predictor(wf, system, VMCConfig(mcmc_substeps=10), pad=pad)
+        calls = [(6, 'first content'), (7, 'new content'), (7, 'same content, in process')]
+        seconds = [_seconds(lambda n=n: predictor.estimate(params, system.context(n, 0, lam=1.0),
+                                                           jax.random.PRNGKey(n), **kw)) for n, _ in calls]
+        for (n, what), sec in zip(calls, seconds):
+            report({'benchmark': 'compile + measure (quantum_dot, Predictor)', 'case': what, 'N': n,
+                    'padded to': 'no' if pad is None else sum(pad), 'wall s': round(sec, 1),
+                    'compile s (≈ wall - repeat)': round(sec - seconds[-1], 1)})
+        assert all(np.isfinite(seconds))

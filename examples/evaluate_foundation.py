@@ -86,6 +86,10 @@ def parse_args(argv=None):
     p.add_argument('--lam', default=None, help='only these λ, e.g. 0,8')
     p.add_argument('--omega', default=None, help='only these trap frequencies ω, e.g. 1,0.5')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--pad-n', type=positive_int, default=None,
+                   help='measure every N padded to this many electrons (at least the largest N evaluated): one '
+                        'compiled program per open-shell order for all N instead of one per N, each step at the '
+                        "padded size's cost (hamiltonians.padding)")
     p.add_argument('--update-card', action='store_true',
                    help="merge the new rows into the model file's card (re-exported in place, parameters "
                         'unchanged; rows at the same N and λ are replaced) and into the table of its Markdown card '
@@ -110,6 +114,9 @@ def parse_args(argv=None):
     if not args.points:
         p.error(f'--n/--lam/--omega: no card point of a {sector} model has N in {args.n!r}, λ in {args.lam!r} '
                 f'and ω in {args.omega!r}')
+    largest = max(pt[0] for pt in args.points)
+    if args.pad_n is not None and args.pad_n < largest:
+        p.error(f"--pad-n: bad value '{args.pad_n}' (must be at least the largest N evaluated, {largest})")
     if args.update_card and not os.access(args.model_path, os.W_OK):
         p.error(f'--update-card: the model file {args.model_path!r} is not writable')
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -169,7 +176,7 @@ def main(argv=None):
         ctx = model.context(n, lam, omega)
         # Every open-shell order of N (one for closed shells) with the same key; the lowest energy is kept.
         found = model.estimates(n, lam, jax.random.fold_in(key, i), omega=omega, num_walkers=args.walkers,
-                                num_steps=args.steps,
+                                num_steps=args.steps, pad_n=args.pad_n,
                                 burn_in_chunk=args.burn_in[0], min_burn_in=args.burn_in[1],
                                 max_burn_in=args.burn_in[2])
         order, est = min(found.items(), key=lambda item: item[1].energy.mean)

@@ -3,6 +3,7 @@
     python examples/predict.py --n 9 --lam 3.7
     python examples/predict.py --n 7 --lam 8 --model foundation_polarized --walkers 512 --steps 400
     python examples/predict.py --n 6 --lam 1 --omega 0.5 --model foundation_unpolarized   # S_z = 0, trap frequency ω
+    python examples/predict.py --n 9 --lam 3.7 --pad-n 12   # one compiled program for every N ≤ 12
 
 Loads ``models/<model>.qvmc`` (or a model file given by path), equilibrates fresh walkers at the
 context, and measures with a frozen step size: the energy with its blocking error bar, the kinetic,
@@ -50,6 +51,9 @@ def validate_args(args, parser):
     limit = getattr(system, 'max_electrons', None)
     if limit is not None and args.n > limit:
         parser.error(f"--n: bad value '{args.n}' (the model supports 1 ≤ N ≤ {limit})")
+    if args.pad_n is not None and not args.n <= args.pad_n <= (limit or args.pad_n):
+        parser.error(f"--pad-n: bad value '{args.pad_n}' (must be at least --n = {args.n}"
+                     f"{'' if limit is None else f' and at most {limit}'})")
     try:
         system.context(*spins, lam=args.lam, omega=args.omega)
     except ValueError as err:
@@ -81,6 +85,10 @@ def parse_args(argv=None):
                         'at most MAX calls')
     p.add_argument('--out', default=None, help='output directory (default predictions/N<n>_lam<λ>[_omega<ω>])')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--pad-n', type=positive_int, default=None,
+                   help='measure N padded to this many electrons (≥ N): every N up to it then shares one compiled '
+                        'program (per open-shell order), loaded from the compilation cache after its first use, '
+                        "at the padded size's cost per step (hamiltonians.padding)")
     return validate_args(p.parse_args(argv), p)
 
 
@@ -117,7 +125,7 @@ def main(argv=None):
     ctx = model.context(args.n, args.lam, args.omega)
     found = {}  # every open-shell order of N with the same key (one for closed shells); the lowest energy wins
     for order in model.open_shell_orders(args.n):
-        found[order] = model.sweep(open_shell_order=order).measure(
+        found[order] = model.sweep(open_shell_order=order, pad=model.padding(args.pad_n)).measure(
             model.params, ctx, jax.random.PRNGKey(args.seed), num_walkers=args.walkers, num_steps=args.steps,
             burn_in_chunk=args.burn_in[0], min_burn_in=args.burn_in[1], max_burn_in=args.burn_in[2])
     order, measured = min(found.items(), key=lambda item: item[1].row['energy'])

@@ -71,7 +71,9 @@ def make_local_energy(
 
     Returns:
       A pure function for one walker; ``components`` holds ``'kinetic'`` plus every
-      potential term, and they sum to ``E_L``. vmap it over walkers.
+      potential term, and they sum to ``E_L``. vmap it over walkers. A potential term named
+      ``'kinetic_correction'`` (the padding rows of ``hamiltonians.padding``) is added to
+      ``'kinetic'`` instead of being reported.
     """
     if kinetic_method not in KINETIC_METHODS:
         raise ValueError(f'Unknown kinetic method {kinetic_method!r}; choose one of {KINETIC_METHODS}.')
@@ -82,6 +84,9 @@ def make_local_energy(
         kinetic_fn = make_kinetic_energy(lambda y: log_psi_fn(params, y, values), kinetic_method)
         components = {'kinetic': kinetic_scale * kinetic_fn(x)}
         components.update(potential_fn(x, values))
+        correction = components.pop('kinetic_correction', None)
+        if correction is not None:
+            components['kinetic'] = components['kinetic'] + correction
         total = sum(components.values())
         return total, components
     return local_energy

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hamiltonians.context import Context
+from hamiltonians.padding import ACTIVE, active_counts
 from hamiltonians.system import describe_parameters, parameter_label
 from samplers.types import Array, ContextValues, PRNGKey
 
@@ -91,15 +92,31 @@ class QuantumDot:
 
     # ----- pure functions of one walker x [N, 2] and traced context values -----
 
+    supports_padding: ClassVar[bool] = True  # values may carry the mask of hamiltonians.padding
+
     def potential_components(self, x: Array, values: ContextValues) -> Dict[str, Array]:
-        """Potential energy components of one walker: ``{'trap': [], 'interaction': []}``."""
+        """Potential energy components of one walker: ``{'trap': [], 'interaction': []}``.
+
+        With a padding mask in ``values`` (``hamiltonians.padding``) the padding rows take part
+        in no interaction and ``'kinetic_correction'`` removes their oscillator energy ω."""
         omega, lam = values['omega'], values['lam']
-        trap = 0.5 * omega**2 * jnp.sum(x**2)
         r = pairwise_distances(x)
         n = x.shape[0]
         iu = jnp.triu_indices(n, k=1)
-        interaction = lam * jnp.sum(1.0 / r[iu]) if n > 1 else jnp.zeros((), x.dtype)
-        return {'trap': trap, 'interaction': interaction}
+        mask = values.get(ACTIVE)
+        if mask is None:
+            trap = 0.5 * omega**2 * jnp.sum(x**2)
+            interaction = lam * jnp.sum(1.0 / r[iu]) if n > 1 else jnp.zeros((), x.dtype)
+            return {'trap': trap, 'interaction': interaction}
+        mask = mask.astype(x.dtype)
+        trap_each = 0.5 * omega**2 * jnp.sum(x**2, axis=-1)  # [N]
+        interaction = jnp.zeros((), x.dtype)
+        if n > 1:
+            pair = (mask[:, None] * mask[None, :])[iu]
+            interaction = lam * jnp.sum(pair / jnp.where(pair > 0.5, r[iu], 1.0))
+        padding = 1.0 - mask
+        return {'trap': jnp.sum(mask * trap_each), 'interaction': interaction,
+                'kinetic_correction': jnp.sum(padding * trap_each) - omega * jnp.sum(padding)}
 
     def context_features(self, values: ContextValues, n_up: int, n_down: int) -> Array:
         """Conditioning vector the network sees, ``[6]``.
@@ -109,6 +126,7 @@ class QuantumDot:
         normalized by ``max_electrons``.
         """
         lam, omega = values['lam'], values['omega']
+        n_up, n_down = active_counts(values, n_up, n_down)  # the electrons of a padded content
         n = n_up + n_down
         lam_eff = lam / jnp.sqrt(omega)  # the dimensionless coupling
         return jnp.stack([
@@ -117,7 +135,7 @@ class QuantumDot:
             lam_eff / (1.0 + lam_eff),
             jnp.log(omega),
             jnp.zeros_like(lam_eff) + n / self.max_electrons,
-            jnp.zeros_like(lam_eff) + (n_up - n_down) / max(n, 1),
+            jnp.zeros_like(lam_eff) + (n_up - n_down) / (max(n, 1) if isinstance(n, int) else jnp.maximum(n, 1)),
         ])
 
     def length_scale(self, values: ContextValues) -> Array:

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hamiltonians.context import Context
+from hamiltonians.padding import ACTIVE
 from samplers.types import Array, ContextValues, Params, PRNGKey
 
 
@@ -77,6 +78,8 @@ def make_psi(wavefunction, system, spins: Tuple[int, int]) -> Callable[[Params, 
     the dtype of ``x`` (float32 walkers: a float32 network even with float64 context values).
     ``wavefunction`` is anything with ``apply(params, x, cond, spins, coupling)`` (an
     ``ansatz.Wavefunction``; the Hamiltonian layer needs no import of the ansatz layer).
+    With a padding mask in ``values`` (``hamiltonians.padding``), ``spins`` is the padded
+    content and the mask goes to the (maskable) wavefunction.
     """
     spins = (int(spins[0]), int(spins[1]))
 
@@ -84,7 +87,11 @@ def make_psi(wavefunction, system, spins: Tuple[int, int]) -> Callable[[Params, 
         scale = system.length_scale(values)
         cond = jnp.asarray(system.context_features(values, *spins)).astype(x.dtype)
         coupling = jnp.asarray(system.coupling(values)).astype(x.dtype)
-        return wavefunction.apply(params, (x / scale).astype(x.dtype), cond, spins, coupling)
+        mask = values.get(ACTIVE) if hasattr(values, 'get') else None
+        if mask is None:
+            return wavefunction.apply(params, (x / scale).astype(x.dtype), cond, spins, coupling)
+        return wavefunction.apply(params, (x / scale).astype(x.dtype), cond, spins, coupling,
+                                  mask=jnp.asarray(mask).astype(x.dtype))
     return psi
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 import samplers
+from hamiltonians import padding
 from hamiltonians.context import Context
 from hamiltonians.local_energy import make_local_energy
 from hamiltonians.system import make_log_psi
@@ -113,20 +114,34 @@ class Predictor:
     """Energy and density estimates at any context from trained parameters.
 
     The sampling and measurement loops are ``lax.scan``s jitted once per particle
-    content ``(n_up, n_down)``; changing λ or ω never recompiles.
+    content ``(n_up, n_down)``; changing λ or ω never recompiles. With ``pad`` every
+    content up to ``pad`` runs in one padded program (``hamiltonians.padding``): a new N
+    then costs no compile, at the price of the padded size's cost per step.
 
     Args:
       wavefunction: an ``ansatz.base.Wavefunction``.
       system: the Hamiltonian family (e.g. ``QuantumDot``).
       config: ``VMCConfig`` (walker moves, kinetic method).
       density_bins: grid size ``B`` of the one-body density (0 disables it).
+      pad: ``None`` or the padded content ``(n_up, n_down)``; needs a maskable wavefunction
+        (Fermi Sets) and a system that supports padding (``QuantumDot``).
     """
 
-    def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), density_bins: int = 64):
+    def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), density_bins: int = 64,
+                 pad: Optional[Sequence[int]] = None):
         from qvmc.vmc import check_geometry
         check_geometry(wavefunction, system, 'Predictor')
+        if pad is not None:
+            pad = padding.check_pad(pad)
+            if not getattr(wavefunction, 'maskable', False):
+                raise ValueError('pad needs a maskable wavefunction (Fermi Sets); this one takes no padding mask. '
+                                 'Use pad=None.')
+            if not getattr(system, 'supports_padding', False):
+                raise ValueError(f'pad needs a system that supports padding rows (QuantumDot); '
+                                 f'{type(system).__name__} does not. Use pad=None.')
         self.wavefunction, self.system, self.config = wavefunction, system, config
         self.density_bins = density_bins
+        self.pad = pad
         self._compiled = {}
 
     def _functions(self, spins):
@@ -136,7 +151,8 @@ class Predictor:
             bins = self.density_bins
 
             def density(walkers, values, extent):
-                return {}, ({'density': density_counts(walkers, bins, extent)} if bins else {})  # [B·B + 1]
+                mask = values.get(padding.ACTIVE)
+                return {}, ({'density': density_counts(walkers, bins, extent, mask=mask)} if bins else {})  # [B·B + 1]
             self._compiled[spins] = jit_block_runner(self.wavefunction, self.system, spins, self.config, density)
         return self._compiled[spins]
 
@@ -167,15 +183,23 @@ class Predictor:
         if max_burn_in < min_burn_in:
             raise ValueError(f'max_burn_in ({max_burn_in}) must be >= min_burn_in ({min_burn_in}).')
         start = time.time()
-        run = self._functions(ctx.spins)
         key_init, key_burn, key_measure = jax.random.split(rng_key, 3)
         walkers = self.system.init_walkers(key_init, ctx, num_walkers)
-        chain = samplers.ChainState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype))
         values = ctx.values
+        if self.pad is None:
+            run = self._functions(ctx.spins)
+        else:
+            padding.check_fits(ctx, self.pad)
+            run = self._functions(self.pad)
+            values = padding.padded_values(ctx, self.pad)
+            walkers = padding.pad_walkers(jax.random.fold_in(key_init, 1), walkers, ctx, self.pad,
+                                          self.system.length_scale(values))
+        chain = samplers.ChainState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype))
         chain, report = engine.burn_in(run, key_burn, chain, (params, values, jnp.asarray(1.0, walkers.dtype)),
                                        chunk=burn_in_chunk, min_steps=min_burn_in, max_steps=max_burn_in)
         if density_extent is None:
-            radii = np.linalg.norm(np.asarray(chain.walkers), axis=-1)
+            electrons = chain.walkers if self.pad is None else padding.electron_rows(chain.walkers, ctx, self.pad)
+            radii = np.linalg.norm(np.asarray(electrons), axis=-1)
             density_extent = float(1.15 * np.quantile(radii, 0.999))
         extent = jnp.asarray(density_extent, walkers.dtype)
         chain, traces = engine.sample(run, key_measure, chain, (params, values, extent), num_draws=num_steps,
@@ -188,10 +212,10 @@ class Predictor:
         density = None
         if self.density_bins:
             counts = np.asarray(traces.per_draw['density'], np.int64).sum(axis=0)
-            values, _, outside = normalise_density(counts, num_walkers * num_steps, ctx.n_electrons,
-                                                   self.density_bins, density_extent)
+            dens, _, outside = normalise_density(counts, num_walkers * num_steps, ctx.n_electrons,
+                                                 self.density_bins, density_extent)
             edges = np.linspace(-density_extent, density_extent, self.density_bins + 1)
-            density = Density(values.reshape(self.density_bins, self.density_bins), edges, outside)
+            density = Density(dens.reshape(self.density_bins, self.density_bins), edges, outside)
         return EnergyEstimate(ctx, qstats.compute_stats(trace), components, report.steps, report.equilibrated,
                               float(np.mean(traces.per_draw['acceptance'])), density, trace, time.time() - start)
 

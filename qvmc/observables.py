@@ -8,7 +8,8 @@ import numpy as np
 from samplers.types import Array
 
 
-def density_counts(x: Array, bins: int, extent, cell: Optional[np.ndarray] = None) -> Array:
+def density_counts(x: Array, bins: int, extent, cell: Optional[np.ndarray] = None,
+                   mask: Optional[Array] = None) -> Array:
     """Electron counts on a ``bins × bins`` grid (traceable; call it inside the jitted measurement).
 
     Open systems use the square ``[-extent, extent]²`` of the first two coordinates; periodic
@@ -19,6 +20,8 @@ def density_counts(x: Array, bins: int, extent, cell: Optional[np.ndarray] = Non
       bins: B, bins per axis.
       extent: half-width of the open-system grid (a number or a traced scalar; unused with ``cell``).
       cell: the periodic supercell ``[D, D]`` (rows are lattice vectors) or None (open system).
+      mask: optional ``[N]`` 0/1, rows that hold electrons (padding rows of ``hamiltonians.padding``
+        are 0 and counted nowhere).
 
     Returns:
       ``[B·B + 1]`` integer counts, row-major (bin ``i·B + j`` is x-bin (or a1-bin) ``i`` and
@@ -33,7 +36,10 @@ def density_counts(x: Array, bins: int, extent, cell: Optional[np.ndarray] = Non
         frac = jnp.mod(x @ jnp.asarray(np.linalg.inv(cell), x.dtype), 1.0)
         idx = jnp.clip(jnp.floor(frac * bins).astype(jnp.int32), 0, bins - 1)
         flat = idx[..., 0] * bins + idx[..., 1]
-    return jnp.bincount(flat.ravel(), length=bins * bins + 1)
+    if mask is None:
+        return jnp.bincount(flat.ravel(), length=bins * bins + 1)
+    flat = jnp.where(jnp.broadcast_to(mask > 0.5, flat.shape), flat, bins * bins + 1)  # a bin that is dropped
+    return jnp.bincount(flat.ravel(), length=bins * bins + 2)[:-1]
 
 
 def density_grid(bins: int, extent: float, cell: Optional[np.ndarray] = None) -> Tuple[np.ndarray, float]:

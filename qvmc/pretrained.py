@@ -247,27 +247,42 @@ class PretrainedModel:
         from qvmc.sweep import Sweep  # pylint: disable=import-outside-toplevel
         return Sweep(self._wavefunction(open_shell_order), self.system, config or self.sampling, **kwargs)
 
+    def padding(self, pad_n: Optional[int]):
+        """``(n_up, n_down)`` of ``pad_n`` electrons in the model's sector, the padded content under
+        which every N ≤ ``pad_n`` shares one compiled program (None: one program per N)."""
+        if pad_n is None:
+            return None
+        if isinstance(pad_n, bool) or not isinstance(pad_n, (int, np.integer)) or pad_n < 1:
+            raise ValueError(f'pad_n must be a positive number of electrons or None, got {pad_n!r}.')
+        return self.spins(int(pad_n))
+
     def estimates(self, n: int, lam: float, rng_key=None, *, orders: Optional[Sequence[str]] = None,
-                  omega: Optional[float] = None, seed: int = 0, **kwargs) -> Dict[str, Any]:
+                  omega: Optional[float] = None, seed: int = 0, pad_n: Optional[int] = None,
+                  **kwargs) -> Dict[str, Any]:
         """``{open-shell order: Predictor.estimate}`` at N and λ for ``orders`` (default all of
-        ``open_shell_orders(n)``), each from the same key."""
+        ``open_shell_orders(n)``), each from the same key. ``pad_n``: run N padded to ``pad_n``
+        electrons, so that every N ≤ ``pad_n`` reuses one compiled program (``hamiltonians.padding``)."""
         key = jax.random.PRNGKey(seed) if rng_key is None else rng_key
         ctx = self.context(n, lam, omega)
+        pad = self.padding(pad_n)
+        if pad is not None and (ctx.n_up > pad[0] or ctx.n_down > pad[1]):
+            raise ValueError(f'pad_n = {pad_n} is smaller than N = {n}; pad to at least N (or None).')
         out = {}
         for order in (self.open_shell_orders(n) if orders is None else orders):
-            if order not in self._predictors:
-                self._predictors[order] = self.predictor(open_shell_order=order)
-            out[order] = self._predictors[order].estimate(self.params, ctx, key, **kwargs)
+            if (order, pad) not in self._predictors:
+                self._predictors[order, pad] = self.predictor(open_shell_order=order, pad=pad)
+            out[order] = self._predictors[order, pad].estimate(self.params, ctx, key, **kwargs)
         return out
 
     def estimate(self, n: int, lam: float, rng_key=None, *, omega: Optional[float] = None, seed: int = 0,
-                 open_shell_order: str = 'auto', **kwargs):
+                 open_shell_order: str = 'auto', pad_n: Optional[int] = None, **kwargs):
         """``Predictor.estimate`` at N electrons and coupling λ (keyword arguments: ``num_walkers``,
         ``num_steps``, burn-in bounds). ``rng_key`` defaults to ``PRNGKey(seed)``.
         ``open_shell_order='auto'`` estimates every order of ``open_shell_orders(n)`` and returns the
-        lowest energy (for polarized N = 7 at λ = 8 the |m| = 3 sector, ``'high_m'``); or name one."""
+        lowest energy (for polarized N = 7 at λ = 8 the |m| = 3 sector, ``'high_m'``); or name one.
+        ``pad_n``: see ``estimates``."""
         orders = None if open_shell_order == 'auto' else [open_shell_order]
-        found = self.estimates(n, lam, rng_key, orders=orders, omega=omega, seed=seed, **kwargs)
+        found = self.estimates(n, lam, rng_key, orders=orders, omega=omega, seed=seed, pad_n=pad_n, **kwargs)
         return min(found.values(), key=lambda est: est.energy.mean)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 import samplers
+from hamiltonians import padding
 from hamiltonians.context import Context
 from hamiltonians.system import make_psi
 from qvmc.config import VMCConfig
@@ -156,13 +157,28 @@ class Sweep:
         particle content. The results are stored as ``(chain = walker, draw)`` traces
         (``ContextMeasurement.observables``) and reduced like the energies: mean, blocking error,
         τ_int (``observable_columns``) in the energies table.
+      pad: ``None`` or a padded content ``(n_up, n_down)``: every context that fits runs in one
+        compiled program (``hamiltonians.padding``; maskable wavefunction, a system that supports
+        padding, no ``observables`` hook). The tables hold the electrons only; ``final`` keeps the
+        padding rows, and carried-over walkers may be given with or without them.
     """
 
     def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), *, density_bins: int = 48,
                  pair_bins: int = 40, slice_bins: int = 40, slice_electron: int = 0,
-                 observables: Optional[ObservablesFn] = None):
+                 observables: Optional[ObservablesFn] = None, pad: Optional[Sequence[int]] = None):
         from qvmc.vmc import check_geometry
         check_geometry(wavefunction, system, 'Sweep')
+        if pad is not None:
+            pad = padding.check_pad(pad)
+            if not getattr(wavefunction, 'maskable', False) or not getattr(system, 'supports_padding', False):
+                raise ValueError(f'pad needs a maskable wavefunction (Fermi Sets) and a system that supports padding '
+                                 f'rows (QuantumDot); got {type(system).__name__}'
+                                 f'{"" if getattr(wavefunction, "maskable", False) else " and a non-maskable ansatz"}. '
+                                 'Use pad=None.')
+            if observables is not None:
+                raise ValueError('The observables hook sees one walker with its static particle content, which padding '
+                                 'hides; use pad=None with observables.')
+        self.pad = pad
         for name, v in (('density_bins', density_bins), ('pair_bins', pair_bins), ('slice_bins', slice_bins)):
             if v <= 0:
                 raise ValueError(f'{name} must be > 0, got {v}.')
@@ -189,10 +205,12 @@ class Sweep:
         hook = self.observable_fn
 
         def observe(walkers, values, extent, r_max):
-            density = density_counts(walkers, bins, extent, cell)
+            active = values.get(padding.ACTIVE)
+            density = density_counts(walkers, bins, extent, cell, mask=active)
             r = _pair_distances(walkers, cell)
             rbin = jnp.where(r < r_max, jnp.floor(r / r_max * pbins).astype(jnp.int32), pbins)
-            pair = jax.vmap(lambda m: jnp.bincount(jnp.where(m, rbin, pbins).ravel(), length=pbins + 1))(masks)
+            live = masks if active is None else masks & ((active[:, None] * active[None, :]) > 0.5)[None]
+            pair = jax.vmap(lambda m: jnp.bincount(jnp.where(m, rbin, pbins).ravel(), length=pbins + 1))(live)
             per_walker = {}
             if hook is not None:
                 ctx = Context(spins[0], spins[1], tuple(sorted(values.items())))  # parameters traced
@@ -229,21 +247,30 @@ class Sweep:
         """
         self.system.validate(ctx)
         start = time.time()
-        run, batch_psi, cell = self._functions(ctx.spins)
+        if self.pad is not None:
+            padding.check_fits(ctx, self.pad)
+        run, batch_psi, cell = self._functions(ctx.spins if self.pad is None else self.pad)
         key_init, key_burn, key_measure = jax.random.split(rng_key, 3)
         carried = walkers is not None
         if not carried:
             walkers = self.system.init_walkers(key_init, ctx, num_walkers)
         walkers = jnp.asarray(walkers)
-        if walkers.ndim != 3 or walkers.shape[1] != ctx.n_electrons:
-            raise ValueError(f'walkers must be [W, N={ctx.n_electrons}, D] for {ctx.label()}, got {walkers.shape}.')
+        sizes = {ctx.n_electrons} if self.pad is None else {ctx.n_electrons, sum(self.pad)}
+        if walkers.ndim != 3 or walkers.shape[1] not in sizes:
+            raise ValueError(f'walkers must be [W, N={" or ".join(map(str, sorted(sizes)))}, D] for {ctx.label()}, '
+                             f'got {walkers.shape}.')
+        values, dtype = ctx.values, walkers.dtype
+        if self.pad is not None:
+            values = padding.padded_values(ctx, self.pad)
+            if walkers.shape[1] == ctx.n_electrons:
+                walkers = padding.pad_walkers(jax.random.fold_in(key_init, 1), walkers, ctx, self.pad,
+                                              self.system.length_scale(values))
         step = self.config.initial_step_size if step_size is None else step_size
         chain = samplers.ChainState(walkers, jnp.asarray(step, walkers.dtype))
-        values, dtype = ctx.values, walkers.dtype
         one = jnp.asarray(1.0, dtype)
         chain, report = engine.burn_in(run, key_burn, chain, (params, values, one, one), chunk=burn_in_chunk,
                                        min_steps=min_burn_in, max_steps=max_burn_in)
-        positions = np.asarray(chain.walkers, np.float64)
+        positions = np.asarray(self._electrons(chain.walkers, ctx), np.float64)
         if extent is None:
             extent = float(1.15 * np.quantile(np.linalg.norm(positions, axis=-1), 0.999))
         if r_max is None:
@@ -269,9 +296,13 @@ class Sweep:
         labels = {'context': ctx.label(), **ctx.as_dict()}
         frames = (self._density_frame(density, area, extent, cell, labels),
                   self._pair_frame(pair_counts, samples, r_max, cell, ctx, labels))
-        slice_frame, electrons = self._slice(params, ctx, chain.walkers, batch_psi, extent, cell, labels)
+        slice_frame, electrons = self._slice(params, ctx, values, chain.walkers, batch_psi, extent, cell, labels)
         return ContextMeasurement(ctx, row, frames[0], frames[1], slice_frame, electrons, traces, report, chain,
                                   observed)
+
+    def _electrons(self, walkers, ctx):
+        """The electron rows of (possibly padded) walkers ``[W, ·, D]``."""
+        return walkers if self.pad is None else padding.electron_rows(walkers, ctx, self.pad)
 
     def _energy_row(self, ctx, traces, report, carried, acceptance, seconds):
         n = ctx.n_electrons
@@ -313,15 +344,16 @@ class Sweep:
             columns=['channel', 'r', 'pair_density', 'g'])
         return labelled(frame, labels)
 
-    def _slice(self, params, ctx, walkers, batch_psi, extent, cell, labels):
+    def _slice(self, params, ctx, values, walkers, batch_psi, extent, cell, labels):
         """|ψ|² and phase with one electron moved over a grid, the others at the most probable sample."""
-        values = ctx.values
         _, logabs = batch_psi(params, walkers, values)
-        reference = np.asarray(walkers[int(jnp.argmax(logabs))])
+        padded = np.asarray(walkers[int(jnp.argmax(logabs))])
         moved = self.slice_electron % ctx.n_electrons
+        row = moved if self.pad is None or moved < ctx.n_up else self.pad[0] + moved - ctx.n_up  # its walker row
         points, _ = density_grid(self.slice_bins, extent, cell)
-        configs = np.repeat(reference[None], len(points), axis=0)
-        configs[:, moved] = points
+        configs = np.repeat(padded[None], len(points), axis=0)
+        configs[:, row] = points
+        reference = np.asarray(self._electrons(padded[None], ctx))[0]
         sign, logabs = batch_psi(params, jnp.asarray(configs, walkers.dtype), values)
         logabs, sign = np.asarray(logabs, np.float64), np.asarray(sign)
         finite = np.isfinite(logabs)

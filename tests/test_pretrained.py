@@ -166,6 +166,16 @@ def test_card_points_follow_the_spin_sector():
         evaluate_foundation.card_points('mixed')
 
 
+def test_evaluate_pad_n_must_hold_the_largest_n(exported, capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        evaluate_foundation.parse_args(['--model', exported['path'], '--out', str(tmp_path), '--n', '5,7',
+                                        '--pad-n', '6'])
+    assert info.value.code == 2 and "--pad-n: bad value '6'" in capsys.readouterr().err
+    args = evaluate_foundation.parse_args(['--model', exported['path'], '--out', str(tmp_path), '--n', '5,7',
+                                           '--pad-n', '7'])
+    assert args.pad_n == 7
+
+
 def test_split_names_what_was_never_trained():
     """A card row's split: the trained context, a trained N at a new λ, a new ω or a new (λ, ω) pair, or a new N."""
     dot = QuantumDot()
@@ -228,6 +238,9 @@ def test_unknown_name_lists_available(exported):
     (['--n', '5', '--lam', '1', '--model', 'no_such_model'], '--model', "'no_such_model'"),
     (['--n', '5', '--lam', '1', '--omega', '0'], '--omega', "'0'"),
     (['--n', '5', '--lam', '1', '--omega', 'inf'], '--omega', "'inf'"),
+    (['--n', '5', '--lam', '1', '--pad-n', '4'], '--pad-n', "'4'"),  # padded below N
+    (['--n', '5', '--lam', '1', '--pad-n', '31'], '--pad-n', "'31'"),  # beyond max_electrons
+    (['--n', '5', '--lam', '1', '--pad-n', '0'], '--pad-n', "'0'"),
 ])
 def test_predict_flags_exit_2_before_compiling(exported, capsys, argv, flag, token):
     if '--model' not in argv:
@@ -247,6 +260,7 @@ def test_predict_flags_accept_good_values(exported):
     assert args.model_path == exported['path'] and args.out == os.path.join('predictions', 'N30_lam0')
     args = predict.parse_args(['--n', '6', '--lam', '1', '--omega', '0.28', '--model', exported['path']])
     assert args.omega == 0.28 and args.out == os.path.join('predictions', 'N6_lam1_omega0.28')
+    assert predict.parse_args(['--n', '6', '--lam', '1', '--pad-n', '6', '--model', exported['path']]).pad_n == 6
     assert len(COMPILES) == before
 
 
@@ -273,7 +287,7 @@ def test_predict_and_evaluate_drivers_smoke(exported, tmp_path):
     shutil.copy(exported['path'], copy)
     cmd = [sys.executable, os.path.join(ROOT, 'examples', 'evaluate_foundation.py'), '--model', copy,
            '--out', str(card), '--n', '5', '--lam', '0', '--walkers', '8', '--steps', '10',
-           '--burn-in', '5', '10', '20', '--update-card']
+           '--burn-in', '5', '10', '20', '--update-card', '--pad-n', '6']  # N = 5 in a padded (6, 0) program
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(card / 'energies.csv')

@@ -1,0 +1,90 @@
+"""Padded particle content: one compiled program for every (n_up, n_down) up to a padded size.
+
+Arrays have static shapes, so each particle content normally compiles its own sampling and
+measurement program (tens of seconds on a CPU). Padding runs every context whose content fits
+``pad = (P_up, P_down)`` with walkers ``[P_up + P_down, D]``: rows ``0 … n_up-1`` and
+``P_up … P_up+n_down-1`` are the electrons, the others are *padding rows*. The context values
+carry the mask ``values['active']`` ``[P]`` (1 = electron), a traced array, so a new content in
+the same padded size reuses the compiled program.
+
+A padding row is a non-interacting particle in the exact oscillator ground state of the trap:
+the maskable ansatz leaves it out of every electron's orbitals, attention, pooling and cusp and
+multiplies ψ by ``exp(-|x̃|²/2)`` in the network's length unit (``x̃ = x / length_scale``), and
+the quantum dot leaves it out of the interaction. Its local energy is then exactly ω (kinetic
+``ω - ½ω²r²`` plus trap ``½ω²r²``, zero variance), and the system returns
+``kinetic_correction = Σ_pad (½ω²r² - ω)``, which ``make_local_energy`` adds to the kinetic
+term. The local energy and every component are therefore those of the electrons alone, for
+every configuration of the padding rows; the padding rows only cost compute and lower the
+acceptance of all-electron moves a little.
+"""
+
+from typing import Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hamiltonians.context import Context
+
+ACTIVE = 'active'  # key of the padding mask in the context values
+
+
+def check_pad(pad) -> Tuple[int, int]:
+    """``pad`` as ``(P_up, P_down)``; ``ValueError`` unless two integers ≥ 0 with a positive sum."""
+    try:
+        p_up, p_down = pad
+    except (TypeError, ValueError):
+        raise ValueError(f'pad must be (n_up, n_down), the padded particle content, got {pad!r}.') from None
+    for name, n in (('n_up', p_up), ('n_down', p_down)):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f'pad {name} must be an integer >= 0, got {n!r}.')
+    if p_up + p_down == 0:
+        raise ValueError('pad must hold at least one electron, got (0, 0).')
+    return int(p_up), int(p_down)
+
+
+def check_fits(ctx: Context, pad: Tuple[int, int]) -> None:
+    """``ValueError`` if ``ctx``'s content does not fit the padded content ``pad``."""
+    if ctx.n_up > pad[0] or ctx.n_down > pad[1]:
+        raise ValueError(f'{ctx.label()} does not fit the padded content (n_up, n_down) = {pad}: '
+                         f'pad to at least ({max(ctx.n_up, pad[0])}, {max(ctx.n_down, pad[1])}).')
+
+
+def active_mask(ctx: Context, pad: Tuple[int, int]) -> np.ndarray:
+    """``[P_up + P_down]`` float64 mask, 1 on the rows that hold ``ctx``'s electrons."""
+    check_fits(ctx, pad)
+    mask = np.zeros(pad[0] + pad[1], np.float64)
+    mask[:ctx.n_up] = 1.0
+    mask[pad[0]:pad[0] + ctx.n_down] = 1.0
+    return mask
+
+
+def padded_values(ctx: Context, pad: Tuple[int, int]) -> Dict[str, np.ndarray]:
+    """``ctx.values`` plus the mask under ``ACTIVE``: the traced values of a padded program."""
+    return {**ctx.values, ACTIVE: active_mask(ctx, pad)}
+
+
+def pad_walkers(rng_key, walkers, ctx: Context, pad: Tuple[int, int], length_scale) -> jax.Array:
+    """Walkers ``[W, n, D]`` of ``ctx`` -> ``[W, P, D]``: electrons in their rows, padding rows
+    drawn from their exact distribution ``exp(-|x|²/length_scale²)`` (normal, std ``length_scale/√2``)."""
+    walkers = jnp.asarray(walkers)
+    check_fits(ctx, pad)
+    num, _, dim = walkers.shape
+    out = jax.random.normal(rng_key, (num, pad[0] + pad[1], dim), walkers.dtype)
+    out = out * jnp.asarray(length_scale / np.sqrt(2.0), walkers.dtype)
+    out = out.at[:, :ctx.n_up].set(walkers[:, :ctx.n_up])
+    return out.at[:, pad[0]:pad[0] + ctx.n_down].set(walkers[:, ctx.n_up:])
+
+
+def electron_rows(walkers, ctx: Context, pad: Tuple[int, int]) -> np.ndarray:
+    """The electrons of padded walkers ``[..., P, D]`` -> ``[..., n, D]`` (host side)."""
+    walkers = np.asarray(walkers)
+    return np.concatenate([walkers[..., :ctx.n_up, :], walkers[..., pad[0]:pad[0] + ctx.n_down, :]], axis=-2)
+
+
+def active_counts(values, n_up: int, n_down: int):
+    """``(n_up, n_down)`` of the electrons: the static content, or the mask's sums when padded."""
+    mask = values.get(ACTIVE) if hasattr(values, 'get') else None
+    if mask is None:
+        return n_up, n_down
+    return jnp.sum(mask[:n_up]), jnp.sum(mask[n_up:])
