@@ -88,6 +88,13 @@ def validate_args(args, parser):
     if args.sweep_n:
         sizes = check(parser, parse_range, args.sweep_n, int, '--sweep-n', minimum=1, name='N')
         checked_contexts('--sweep-n', [(n, 0.0, 1.0) for n in sizes], args.sweep_n)
+    if args.pad_n is not None:
+        measured = [n for n, _, _ in train_points + parse_points(args.predict, with_omega=True)]
+        if args.sweep_n:
+            measured += parse_range(args.sweep_n, int)
+        if args.pad_n < max(measured) or args.pad_n > dot.max_electrons:
+            parser.error(f"--pad-n: bad value '{args.pad_n}' (must be at least the largest N measured, "
+                         f'{max(measured)}, and at most {dot.max_electrons})')
     if args.schedule == 'blockwise':
         bases = [dot.context(*spins_of(n, args.spin), lam=lam_range[0], omega=omega)
                  for n, omega in dict.fromkeys((n, omega) for n, _, omega in train_points)]
@@ -138,6 +145,10 @@ def parse_args(argv=None):
     p.add_argument('--sweep-lam', default=None, help='inference sweep λ grid, e.g. 0:10:11')
     p.add_argument('--sweep-n', default=None, help='inference sweep N values, e.g. 5-11 (default: training N)')
     p.add_argument('--sweep-steps', type=positive_int, default=100, help='measurement calls per sweep point')
+    p.add_argument('--pad-n', type=positive_int, default=None,
+                   help='measure the predictions and the sweep with every N padded to this many electrons (at least '
+                        'every N measured): one compiled measurement program instead of one per N, each step at the '
+                        "padded size's cost (hamiltonians.padding); training is not padded")
     p.add_argument('--init-from', default=None, help='checkpoint or run directory to take parameters from')
     p.add_argument('--checkpoint-every', type=positive_int, default=50)
     p.add_argument('--keep-checkpoints', type=positive_int, default=3)
@@ -189,7 +200,8 @@ def main():
         sys.exit(stop.exit_code)
     print(f'training done in {time.time() - start:.0f} s')
 
-    predictor = Predictor(wavefunction, dot, config)
+    pad = None if args.pad_n is None else spins_of(args.pad_n, args.spin)
+    predictor = Predictor(wavefunction, dot, config, pad=pad)
     rows, densities, labels = [], [], []
     for split, points in (('train', train_points), ('held-out', predict_points)):
         for u, d, lam, omega in points:
@@ -232,7 +244,7 @@ def run_sweep(args, dot, wavefunction, config, params, train_points, rng_key):
     sizes = parse_range(args.sweep_n, int) if args.sweep_n else sorted({u + d for u, d, _, _ in train_points})
     contexts = [dot.context(*spins_of(n, args.spin), lam=lam) for n in sizes for lam in parse_range(args.sweep_lam)]
     print(f'inference sweep over {len(contexts)} contexts (N = {sizes}), no optimization')
-    sweep = Sweep(wavefunction, dot, config)
+    sweep = Sweep(wavefunction, dot, config, pad=None if args.pad_n is None else spins_of(args.pad_n, args.spin))
     result = sweep.run(params, contexts, jax.random.fold_in(rng_key, 10**6), num_walkers=args.eval_walkers,
                        num_steps=args.sweep_steps, print_fn=print)
     out = os.path.join(args.run_dir, 'sweep')

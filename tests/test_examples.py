@@ -17,7 +17,8 @@ def test_quantum_dot_foundation_driver(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, 'examples', 'quantum_dot_foundation.py'), '--run-dir', str(run_dir),
            '--steps', '4', '--walkers', '16', '--width', '8', '--layers', '1', '--determinants', '2',
            '--eval-walkers', '16', '--eval-steps', '5',
-           '--train', '2:0,2', '--predict', '2:1', '3:0']  # one training content, one unseen content: few compiles
+           '--train', '2:0,2', '--predict', '2:1', '3:0',  # one training content, one unseen content: few compiles
+           '--pad-n', '3']  # both measured in one padded (2, 1) program
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ('history.csv', 'energies.csv', 'checkpoint.qvmc', 'training.png', 'energy_vs_lambda.png',
@@ -27,6 +28,8 @@ def test_quantum_dot_foundation_driver(tmp_path):
     assert len(table) == 4 and table['energy'].notna().all()
     assert set(table['split']) == {'train', 'held-out'}
     assert 'reference' in result.stdout
+    unseen = table[(table['N'] == 3) & (table['lam'] == 0)].iloc[0]  # (2, 1) at λ = 0: exact 1 + 2 + 1
+    assert unseen['reference'] == 4.0 and unseen['energy'] == pytest.approx(4.0, abs=0.5)
 
 
 def test_moire_transition_driver(tmp_path):
