@@ -97,3 +97,24 @@ def test_new_content_in_a_padded_program(report, tmp_path_factory):
                     'padded to': 'no' if pad is None else sum(pad), 'wall s': round(sec, 1),
                     'compile s (≈ wall - repeat)': round(sec - seconds[-1], 1)})
         assert all(np.isfinite(seconds))
+
+
+def test_training_step_padded(report, tmp_path_factory):
+    """The minSR training step of polarized N = 6, 8, 10 (one block each): unpadded (three groups of
+    the step, one per content) and padded to (10, 0) (one vmapped group); then the padded step of a
+    new set N = 7, 9, 10, the same program (loaded from the persistent cache by a new ``VMC``)."""
+    enable_compilation_cache(str(tmp_path_factory.mktemp('jax_cache_pad_train')))
+    wf, system = make_fermi_sets(FermiSetsConfig()), QuantumDot()
+    config = VMCConfig(num_walkers=WALKERS, mcmc_substeps=10, network_dtype='float32')
+    key = jax.random.PRNGKey(1)
+    for sizes, pad in (((6, 8, 10), None), ((6, 8, 10), (10, 0)), ((7, 9, 10), (10, 0))):
+        contexts = [system.context(n, 0, lam=1.0) for n in sizes]
+        vmc = VMC(wf, system, contexts, natgrad.minsr(0.05, 1e-3, max_norm=1e-2), config, pad=pad)
+        state = vmc.init(jax.random.PRNGKey(0))
+        seconds = _seconds(lambda: jax.jit(vmc.train_step).lower(key, state).compile())
+        compiled = jax.jit(vmc.train_step).lower(key, state).compile()
+        step = _seconds(lambda: jax.block_until_ready(compiled(key, state)))
+        report({'benchmark': 'compile (quantum_dot, training step)', 'case': f'N = {sizes}',
+                'padded to': 'no' if pad is None else sum(pad), 'compile s': round(seconds, 1),
+                'step s': round(step, 2)})
+        assert np.isfinite(seconds)

@@ -95,6 +95,8 @@ def validate_args(args, parser):
         if args.pad_n < max(measured) or args.pad_n > dot.max_electrons:
             parser.error(f"--pad-n: bad value '{args.pad_n}' (must be at least the largest N measured, "
                          f'{max(measured)}, and at most {dot.max_electrons})')
+    if args.pad_training and args.pad_n is None:
+        parser.error("--pad-training: needs --pad-n (the padded number of electrons)")
     if args.schedule == 'blockwise':
         bases = [dot.context(*spins_of(n, args.spin), lam=lam_range[0], omega=omega)
                  for n, omega in dict.fromkeys((n, omega) for n, _, omega in train_points)]
@@ -148,7 +150,11 @@ def parse_args(argv=None):
     p.add_argument('--pad-n', type=positive_int, default=None,
                    help='measure the predictions and the sweep with every N padded to this many electrons (at least '
                         'every N measured): one compiled measurement program instead of one per N, each step at the '
-                        "padded size's cost (hamiltonians.padding); training is not padded")
+                        "padded size's cost (hamiltonians.padding); training is padded only with --pad-training")
+    p.add_argument('--pad-training', action='store_true',
+                   help='train every block padded to --pad-n electrons too: one vmapped group in the training step for '
+                        'all particle contents (a compile of about one content instead of one per content), each '
+                        "block at the padded size's cost")
     p.add_argument('--init-from', default=None, help='checkpoint or run directory to take parameters from')
     p.add_argument('--checkpoint-every', type=positive_int, default=50)
     p.add_argument('--keep-checkpoints', type=positive_int, default=3)
@@ -182,7 +188,8 @@ def main():
     config = VMCConfig(num_walkers=args.walkers, mcmc_substeps=args.substeps,
                        normalize_energy_scale=args.normalize_energy_scale,
                        network_dtype='float64' if args.x64 else ('float32' if args.optimizer != 'adam' else None))
-    vmc = VMC(wavefunction, dot, contexts, optimizer, config)
+    pad = None if args.pad_n is None else spins_of(args.pad_n, args.spin)
+    vmc = VMC(wavefunction, dot, contexts, optimizer, config, pad=pad if args.pad_training else None)
 
     key_init, key_train, key_predict = jax.random.split(jax.random.PRNGKey(args.seed), 3)
     state = transfer_state(vmc, key_init, args.init_from) if args.init_from else vmc.init(key_init)
@@ -200,7 +207,6 @@ def main():
         sys.exit(stop.exit_code)
     print(f'training done in {time.time() - start:.0f} s')
 
-    pad = None if args.pad_n is None else spins_of(args.pad_n, args.spin)
     predictor = Predictor(wavefunction, dot, config, pad=pad)
     rows, densities, labels = [], [], []
     for split, points in (('train', train_points), ('held-out', predict_points)):

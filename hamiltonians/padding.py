@@ -76,6 +76,15 @@ def pad_walkers(rng_key, walkers, ctx: Context, pad: Tuple[int, int], length_sca
     return out.at[:, pad[0]:pad[0] + ctx.n_down].set(walkers[:, ctx.n_up:])
 
 
+def padded_init(system, pad: Tuple[int, int]):
+    """``init(rng_key, ctx, num_walkers) -> [W, P, D]``: ``system.init_walkers`` with padding rows added."""
+    def init(rng_key, ctx: Context, num_walkers: int):
+        walkers = system.init_walkers(rng_key, ctx, num_walkers)
+        return pad_walkers(jax.random.fold_in(rng_key, 1), walkers, ctx, pad,
+                           system.length_scale(padded_values(ctx, pad)))
+    return init
+
+
 def electron_rows(walkers, ctx: Context, pad: Tuple[int, int]) -> np.ndarray:
     """The electrons of padded walkers ``[..., P, D]`` -> ``[..., n, D]`` (host side)."""
     walkers = np.asarray(walkers)

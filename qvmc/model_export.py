@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ansatz.registry import ANSATZE
-from hamiltonians import QuantumDot
+from hamiltonians import QuantumDot, padding
 from qvmc import checkpoint
 from qvmc.pretrained import (MODEL_FORMAT_VERSION, MODEL_KIND, MODEL_SUFFIX, SPIN_SECTORS, _PARAMS,
                              _check_version, _restore_params, build)
@@ -74,8 +74,11 @@ def _training_set(leaves: Dict[str, Any], meta: Dict[str, Any]) -> List[Dict[str
     points = []
     for i, spins in enumerate(meta.get('spins') or []):
         prefix = f"['values'][{i}]['"
-        values = {k[len(prefix):-2]: float(np.asarray(v)) for k, v in leaves.items() if k.startswith(prefix)}
-        points.append({'n_up': int(spins[0]), 'n_down': int(spins[1]), **values})
+        values = {k[len(prefix):-2]: np.asarray(v) for k, v in leaves.items() if k.startswith(prefix)}
+        mask = values.pop(padding.ACTIVE, None)
+        if mask is not None:  # a padded run: the electrons are the mask's rows
+            spins = (round(float(mask[:spins[0]].sum())), round(float(mask[spins[0]:].sum())))
+        points.append({'n_up': int(spins[0]), 'n_down': int(spins[1]), **{k: float(v) for k, v in values.items()}})
     return points
 
 

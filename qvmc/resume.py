@@ -97,6 +97,9 @@ def state_from_payload(payload: Dict[str, Any], template: TrainState, path: str)
         values.append({k[2:-2]: v for k, v in _sub(leaves, f"['values'][{i}]").items()})
     state = TrainState(np.asarray(leaves["['step']"], np.int32), params, opt_state, tuple(chains), tuple(values),
                        np.asarray(leaves["['num_rejected']"], np.int32), tuple(tuple(s) for s in meta['spins']))
+    if state.pad != template.pad:
+        raise ValueError(f'Checkpoint {path!r} holds walkers padded to {state.pad} (None: not padded), this run pads '
+                         f'to {template.pad}. Use the padding it was trained with, or a new run directory.')
     return state, leaves["['rng_key']"]
 
 

@@ -2,21 +2,24 @@
 blocks) and the per-step statistics the training step returns."""
 
 import dataclasses
-from typing import Any, Dict, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hamiltonians import padding
 from hamiltonians.context import Context
 from samplers.chains import ChainState
 from samplers.types import Array, Params
 
 
-def context_values(ctx: Context) -> Dict[str, Array]:
-    """A context's parameters as float64 arrays (the dynamic part the step is traced over)."""
+def context_values(ctx: Context, pad: Optional[Tuple[int, int]] = None) -> Dict[str, Array]:
+    """A context's parameters as float64 arrays (the dynamic part the step is traced over); with
+    ``pad``, plus the padding mask of ``hamiltonians.padding``."""
+    values = ctx.values if pad is None else padding.padded_values(ctx, pad)
     return {k: jnp.asarray(v, jnp.float64) if jax.config.jax_enable_x64 else np.asarray(v, np.float64)
-            for k, v in ctx.values.items()}
+            for k, v in values.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +29,9 @@ class TrainState:
     A pytree: ``spins`` (the particle content ``(n_up, n_down)`` of every walker block) is
     static, so a jitted step compiles once per layout of particle contents; every other
     field is traced, so new context *values* (a blockwise schedule's next λ draw) never
-    recompile.
+    recompile. A padded state (``create(..., pad=)``, ``hamiltonians.padding``) has the padded
+    content as every block's ``spins`` and the padding mask in its values: contexts of any N
+    that fits then share one program.
 
     Attributes:
       step: ``[]`` int32, optimization steps done.
@@ -47,19 +52,33 @@ class TrainState:
 
     @staticmethod
     def create(params: Params, opt_state: Any, chains: Sequence[ChainState], contexts: Sequence[Context],
-               step: int = 0, num_rejected: int = 0) -> 'TrainState':
-        """A state whose blocks sample ``contexts`` (aligned with ``chains``)."""
+               step: int = 0, num_rejected: int = 0, pad: Optional[Tuple[int, int]] = None) -> 'TrainState':
+        """A state whose blocks sample ``contexts`` (aligned with ``chains``; padded walkers with ``pad``)."""
         if len(chains) != len(contexts):
             raise ValueError(f'{len(chains)} walker blocks for {len(contexts)} contexts: they must be aligned.')
         return TrainState(jnp.asarray(step, jnp.int32), params, opt_state, tuple(chains),
-                          tuple(context_values(c) for c in contexts), jnp.asarray(num_rejected, jnp.int32),
-                          tuple(c.spins for c in contexts))
+                          tuple(context_values(c, pad) for c in contexts), jnp.asarray(num_rejected, jnp.int32),
+                          tuple(c.spins if pad is None else tuple(pad) for c in contexts))
+
+    @property
+    def pad(self) -> Optional[Tuple[int, int]]:
+        """The padded content of a padded state (its values carry the mask), else None."""
+        if self.values and padding.ACTIVE in self.values[0]:
+            return tuple(self.spins[0])
+        return None
 
     @property
     def contexts(self) -> Tuple[Context, ...]:
         """The contexts of the walker blocks, rebuilt on the host (not for use under ``jit``)."""
-        return tuple(Context.make(s[0], s[1], **{k: float(np.asarray(v)) for k, v in vals.items()})
-                     for s, vals in zip(self.spins, self.values))
+        out = []
+        for s, vals in zip(self.spins, self.values):
+            mask = vals.get(padding.ACTIVE)
+            if mask is not None:  # padded: the electrons are the mask's rows
+                mask = np.asarray(mask)
+                s = (int(round(mask[:s[0]].sum())), int(round(mask[s[0]:].sum())))
+            out.append(Context.make(s[0], s[1], **{k: float(np.asarray(v)) for k, v in vals.items()
+                                                   if k != padding.ACTIVE}))
+        return tuple(out)
 
     @property
     def tasks(self) -> Tuple[ChainState, ...]:
@@ -71,9 +90,9 @@ class TrainState:
         if 'tasks' in changes:
             changes['chains'] = tuple(changes.pop('tasks'))
         if 'contexts' in changes:
-            contexts = tuple(changes.pop('contexts'))
-            changes['values'] = tuple(context_values(c) for c in contexts)
-            changes['spins'] = tuple(c.spins for c in contexts)
+            contexts, pad = tuple(changes.pop('contexts')), self.pad
+            changes['values'] = tuple(context_values(c, pad) for c in contexts)
+            changes['spins'] = tuple(c.spins if pad is None else pad for c in contexts)
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> Dict[str, Any]:

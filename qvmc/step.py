@@ -8,6 +8,7 @@ import numpy as np
 import optax
 
 import samplers
+from hamiltonians import padding
 from qvmc import natgrad, parallel
 from qvmc.config import VMCConfig
 from qvmc.estimator import (BlockFunctions, block_gradient, block_score_rows, estimate_block,
@@ -137,8 +138,9 @@ def make_train_step(wavefunction, system, optimizer: optax.GradientTransformatio
 
 
 def init_state(wavefunction, system, optimizer: optax.GradientTransformation, config: VMCConfig,
-               contexts, rng_key: PRNGKey, params: Params = None) -> TrainState:
-    """A fresh ``TrainState``: parameters (unless given), optimizer state and walkers per context."""
+               contexts, rng_key: PRNGKey, params: Params = None, pad=None) -> TrainState:
+    """A fresh ``TrainState``: parameters (unless given), optimizer state and walkers per context
+    (padded to ``pad`` with padding rows when given, ``hamiltonians.padding``)."""
     key_params, key_walkers = jax.random.split(rng_key)
     if params is None:
         ctx = contexts[0]
@@ -148,7 +150,8 @@ def init_state(wavefunction, system, optimizer: optax.GradientTransformation, co
     if config.network_dtype is not None:
         params = parallel.cast_params(params, config.network_dtype)
     chains = []
+    init_walkers = system.init_walkers if pad is None else padding.padded_init(system, pad)
     for i, ctx in enumerate(contexts):
-        walkers = system.init_walkers(jax.random.fold_in(key_walkers, i), ctx, config.num_walkers)
+        walkers = init_walkers(jax.random.fold_in(key_walkers, i), ctx, config.num_walkers)
         chains.append(samplers.ChainState(walkers, jnp.asarray(config.initial_step_size, walkers.dtype)))
-    return TrainState.create(params, optimizer.init(params), chains, contexts)
+    return TrainState.create(params, optimizer.init(params), chains, contexts, pad=pad)

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 import samplers
+from hamiltonians import padding
 from hamiltonians.context import Context
 from hamiltonians.system import check_system, make_log_psi  # noqa: F401  (make_log_psi: re-exported)
 from qvmc import parallel
@@ -86,16 +87,29 @@ class VMC:
       mesh: optional ``jax.sharding.Mesh`` from ``qvmc.parallel.make_mesh``: ``init`` and
         ``reassign`` shard every context's walkers over its devices and replicate the rest;
         the jitted step is unchanged (walker counts must divide by the device count).
+      pad: optional padded content ``(n_up, n_down)`` (``hamiltonians.padding``): every block
+        holds walkers of that many rows and the step compiles once for any contexts that fit
+        (maskable wavefunction and a system that supports padding), at the padded size's cost.
     """
 
     def __init__(self, wavefunction, system, contexts: Sequence[Context],
-                 optimizer: optax.GradientTransformation, config: VMCConfig = VMCConfig(), *, mesh=None):
+                 optimizer: optax.GradientTransformation, config: VMCConfig = VMCConfig(), *, mesh=None, pad=None):
         check_system(system)
         check_geometry(wavefunction, system, 'VMC')
         if not contexts:
             raise ValueError('VMC needs at least one context to train on.')
         for ctx in contexts:
             system.validate(ctx)
+        if pad is not None:
+            pad = padding.check_pad(pad)
+            if not getattr(wavefunction, 'maskable', False) or not getattr(system, 'supports_padding', False):
+                raise ValueError(f'pad needs a maskable wavefunction (Fermi Sets) and a system that supports padding '
+                                 f'rows (QuantumDot), got {type(system).__name__} with a '
+                                 f'{"" if getattr(wavefunction, "maskable", False) else "non-"}maskable ansatz. '
+                                 'Use pad=None.')
+            for ctx in contexts:
+                padding.check_fits(ctx, pad)
+        self.pad = pad
         if not (callable(getattr(optimizer, 'init', None)) and callable(getattr(optimizer, 'update', None))):
             raise ValueError('optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3), '
                              f'qvmc.natgrad.minsr(0.05), or an optax.chain of them), got {type(optimizer).__name__}.')
@@ -117,7 +131,7 @@ class VMC:
     def init(self, rng_key: PRNGKey, params: Params = None) -> TrainState:
         """Initial state: parameters (unless given), optimizer state, walkers per context."""
         state = init_state(self.wavefunction, self.system, self.optimizer, self.config, self.contexts,
-                           rng_key, params)
+                           rng_key, params, pad=self.pad)
         return parallel.place_state(state, self.mesh, self.config.network_dtype)
 
     def step(self, rng_key: PRNGKey, state: TrainState) -> Tuple[TrainState, StepInfo]:
@@ -165,13 +179,17 @@ class VMC:
         contexts = tuple(contexts)
         if not contexts:
             raise ValueError('reassign needs at least one context.')
+        pad = state.pad
         for ctx in contexts:
             self.system.validate(ctx)
+            if pad is not None:
+                padding.check_fits(ctx, pad)
         if total_walkers is None:
             total_walkers = sum(int(c.walkers.shape[0]) for c in state.chains)
         per_block = samplers.block_size(total_walkers, len(contexts))
+        init_walkers = self.system.init_walkers if pad is None else padding.padded_init(self.system, pad)
         chains, assignment = samplers.reassign(state.chains, state.contexts, contexts, per_block,
-                                               self.system.init_walkers, rng_key, self.config.initial_step_size)
+                                               init_walkers, rng_key, self.config.initial_step_size)
         state = parallel.place_state(state._replace(chains=tuple(chains), contexts=contexts), self.mesh,
                                      self.config.network_dtype)
         return state, assignment

@@ -102,6 +102,7 @@ DOT_BAD = [
     (['--pad-n', '5'], '--pad-n', "'5'"),  # below the default --train / --predict N = 6
     (['--pad-n', '8', '--sweep-lam', '0:1:2', '--sweep-n', '5-9'], '--pad-n', "'8'"),  # below the swept N = 9
     (['--pad-n', '31'], '--pad-n', "'31'"),
+    (['--pad-training'], '--pad-training', 'needs --pad-n'),
     (['--sweep-n', '40'], '--sweep-n', '40'),
     (['--lam-range', 'nan', '1'], '--lam-range', "'nan'"),
     (['--lam-range', '5', '5'], '--lam-range', "'5 5'"),

@@ -18,7 +18,7 @@ def test_quantum_dot_foundation_driver(tmp_path):
            '--steps', '4', '--walkers', '16', '--width', '8', '--layers', '1', '--determinants', '2',
            '--eval-walkers', '16', '--eval-steps', '5',
            '--train', '2:0,2', '--predict', '2:1', '3:0',  # one training content, one unseen content: few compiles
-           '--pad-n', '3']  # both measured in one padded (2, 1) program
+           '--pad-n', '3', '--pad-training']  # trained and measured in one padded (2, 1) layout
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ('history.csv', 'energies.csv', 'checkpoint.qvmc', 'training.png', 'energy_vs_lambda.png',

@@ -150,3 +150,42 @@ def test_bad_padding_is_refused_before_anything_compiles():
         psiformer.apply(None, x, cond, (2, 0), 0.0, mask=jnp.ones(2))
     with pytest.raises(ValueError, match=r'mask must be \[N=2\]'):
         wf.apply(params, x, cond, (2, 0), 0.0, mask=jnp.ones(3))
+
+
+def test_padded_training_compiles_one_step_for_any_contents(tmp_path):
+    """Training blocks of N = 2 and 3 in one (2, 1) layout: the step is traced once, also after the
+    blocks are re-pointed at other contents; λ = 0 with the dressing off stays exact on every walker
+    of every content; resuming a padded run is bit-identical, and an unpadded run refuses its checkpoint."""
+    import optax  # pylint: disable=import-outside-toplevel
+    from qvmc import VMC  # pylint: disable=import-outside-toplevel
+    from qvmc.train import train  # pylint: disable=import-outside-toplevel
+    wf, params = _params(CONFIG, (1, 1), noise=0.0)
+    contexts = [DOT.context(1, 1, lam=0.0), DOT.context(2, 1, lam=0.0)]
+    trainer = VMC(wf, DOT, contexts, optax.adam(1e-3), VMCConfig(num_walkers=8, mcmc_substeps=2), pad=(2, 1))
+    state = trainer.init(jax.random.PRNGKey(0), params=_exact_at_zero_coupling(params))
+    assert state.spins == ((2, 1), (2, 1)) and state.pad == (2, 1) and state.contexts == tuple(contexts)
+    state, info = trainer.step(jax.random.PRNGKey(1), state)  # energies of the parameters before the update
+    np.testing.assert_allclose([float(t.energy) for t in info.tasks], [2.0, 4.0], rtol=0, atol=1e-9)
+    assert max(float(t.variance) for t in info.tasks) < 1e-15
+    state, _ = trainer.reassign(jax.random.PRNGKey(2), state, [DOT.context(1, 0, lam=0.5), DOT.context(2, 1)])
+    assert state.contexts == (DOT.context(1, 0, lam=0.5), DOT.context(2, 1)) and state.pad == (2, 1)
+    state, info = trainer.step(jax.random.PRNGKey(3), state)
+    assert all(np.isfinite(float(t.energy)) for t in info.tasks) and trainer.num_step_traces == 1
+
+    key = jax.random.PRNGKey(4)
+    full = train(trainer, trainer.init(key), key, 4, run_dir=str(tmp_path / 'full'), checkpoint_every=2,
+                 print_fn=None)
+    run = str(tmp_path / 'split')
+    train(trainer, trainer.init(key), key, 2, run_dir=run, checkpoint_every=2, print_fn=None)
+    resumed = train(trainer, trainer.init(key), key, 4, run_dir=run, checkpoint_every=2, print_fn=None)
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert trainer.num_step_traces == 1
+    from qvmc import pretrained  # pylint: disable=import-outside-toplevel
+    meta = pretrained.export_model(run, str(tmp_path / 'padded.qvmc'), ansatz_config=CONFIG)
+    assert [(p['n_up'], p['n_down'], p['lam']) for p in meta['training_set']['contexts']] == [(1, 1, 0.0), (2, 1, 0.0)]
+    unpadded = VMC(wf, DOT, contexts, optax.adam(1e-3), VMCConfig(num_walkers=8, mcmc_substeps=2))
+    with pytest.raises(ValueError, match=r'padded to \(2, 1\)'):
+        train(unpadded, unpadded.init(key), key, 6, run_dir=run, checkpoint_every=2, print_fn=None)
+    with pytest.raises(ValueError, match='does not fit'):
+        VMC(wf, DOT, [DOT.context(3, 0)], optax.sgd(0.1), pad=(2, 1))
