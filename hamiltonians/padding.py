@@ -43,6 +43,19 @@ def check_pad(pad) -> Tuple[int, int]:
     return int(p_up), int(p_down)
 
 
+def check_support(pad, wavefunction, system, where: str) -> Tuple[int, int]:
+    """``check_pad(pad)``, plus a ``ValueError`` unless ``wavefunction`` is maskable (Fermi Sets) and
+    ``system`` supports padding rows (``QuantumDot``); ``where`` names the caller in the message."""
+    pad = check_pad(pad)
+    missing = [what for what, ok in (('a maskable wavefunction (Fermi Sets); this one takes no padding mask',
+                                      getattr(wavefunction, 'maskable', False)),
+                                     (f'a system that supports padding rows (QuantumDot), not {type(system).__name__}',
+                                      getattr(system, 'supports_padding', False))) if not ok]
+    if missing:
+        raise ValueError(f'{where}: pad needs ' + ' and '.join(missing) + '. Use pad=None.')
+    return pad
+
+
 def check_fits(ctx: Context, pad: Tuple[int, int]) -> None:
     """``ValueError`` if ``ctx``'s content does not fit the padded content ``pad``."""
     if ctx.n_up > pad[0] or ctx.n_down > pad[1]:

@@ -132,13 +132,7 @@ class Predictor:
         from qvmc.vmc import check_geometry
         check_geometry(wavefunction, system, 'Predictor')
         if pad is not None:
-            pad = padding.check_pad(pad)
-            if not getattr(wavefunction, 'maskable', False):
-                raise ValueError('pad needs a maskable wavefunction (Fermi Sets); this one takes no padding mask. '
-                                 'Use pad=None.')
-            if not getattr(system, 'supports_padding', False):
-                raise ValueError(f'pad needs a system that supports padding rows (QuantumDot); '
-                                 f'{type(system).__name__} does not. Use pad=None.')
+            pad = padding.check_support(pad, wavefunction, system, 'Predictor')
         self.wavefunction, self.system, self.config = wavefunction, system, config
         self.density_bins = density_bins
         self.pad = pad

@@ -169,12 +169,7 @@ class Sweep:
         from qvmc.vmc import check_geometry
         check_geometry(wavefunction, system, 'Sweep')
         if pad is not None:
-            pad = padding.check_pad(pad)
-            if not getattr(wavefunction, 'maskable', False) or not getattr(system, 'supports_padding', False):
-                raise ValueError(f'pad needs a maskable wavefunction (Fermi Sets) and a system that supports padding '
-                                 f'rows (QuantumDot); got {type(system).__name__}'
-                                 f'{"" if getattr(wavefunction, "maskable", False) else " and a non-maskable ansatz"}. '
-                                 'Use pad=None.')
+            pad = padding.check_support(pad, wavefunction, system, 'Sweep')
             if observables is not None:
                 raise ValueError('The observables hook sees one walker with its static particle content, which padding '
                                  'hides; use pad=None with observables.')

@@ -101,12 +101,7 @@ class VMC:
         for ctx in contexts:
             system.validate(ctx)
         if pad is not None:
-            pad = padding.check_pad(pad)
-            if not getattr(wavefunction, 'maskable', False) or not getattr(system, 'supports_padding', False):
-                raise ValueError(f'pad needs a maskable wavefunction (Fermi Sets) and a system that supports padding '
-                                 f'rows (QuantumDot), got {type(system).__name__} with a '
-                                 f'{"" if getattr(wavefunction, "maskable", False) else "non-"}maskable ansatz. '
-                                 'Use pad=None.')
+            pad = padding.check_support(pad, wavefunction, system, 'VMC')
             for ctx in contexts:
                 padding.check_fits(ctx, pad)
         self.pad = pad
