@@ -13,7 +13,7 @@ exact electron–electron cusp). Batch with ``jax.vmap`` over ``x``.
 
 A *maskable* ansatz (``Wavefunction.maskable``, so far Fermi Sets) also takes ``mask`` ``[N]``
 (1 = electron, 0 = padding row; the active rows of each spin block come first): one compiled
-program then serves every particle content up to ``spins`` (``qvmc.padding``).
+program then serves every particle content up to ``spins`` (``hamiltonians.padding``).
 """
 
 from typing import Callable, NamedTuple, Sequence, Tuple

@@ -136,7 +136,7 @@ class FermiSets(hk.Module):
         n_up, n_down = spins
         spin = jnp.asarray([1.0] * n_up + [-1.0] * n_down, x.dtype)[:, None]  # [N, 1]
         if mask is not None:
-            mask = mask.astype(x.dtype)  # [N], 1 = electron, 0 = padding row (qvmc.padding)
+            mask = mask.astype(x.dtype)  # [N], 1 = electron, 0 = padding row (hamiltonians.padding)
             keys = mask > 0.5
 
         # Permutation-equivariant attention network over electrons, FiLM-conditioned.
@@ -219,7 +219,7 @@ def make_fermi_sets(config: FermiSetsConfig = FermiSetsConfig()) -> Wavefunction
 
     At initialization the orbitals are the oscillator eigenfunctions (so λ = 0 starts
     exact); one parameter set evaluates any ``(n_up, n_down)``. Maskable: with ``mask=[N]``
-    the rows marked 0 are padding (``qvmc.padding``): left out of attention, pooling,
+    the rows marked 0 are padding (``hamiltonians.padding``): left out of attention, pooling,
     determinants and cusp, and given the factor ``exp(-|x|²/2)`` (a non-interacting oscillator
     ground state of energy ω that ``QuantumDot`` removes), so one program serves every content
     up to ``spins``.

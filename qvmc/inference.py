@@ -178,16 +178,13 @@ class Predictor:
             raise ValueError(f'max_burn_in ({max_burn_in}) must be >= min_burn_in ({min_burn_in}).')
         start = time.time()
         key_init, key_burn, key_measure = jax.random.split(rng_key, 3)
-        walkers = self.system.init_walkers(key_init, ctx, num_walkers)
-        values = ctx.values
         if self.pad is None:
-            run = self._functions(ctx.spins)
+            run, values = self._functions(ctx.spins), ctx.values
+            walkers = self.system.init_walkers(key_init, ctx, num_walkers)
         else:
             padding.check_fits(ctx, self.pad)
-            run = self._functions(self.pad)
-            values = padding.padded_values(ctx, self.pad)
-            walkers = padding.pad_walkers(jax.random.fold_in(key_init, 1), walkers, ctx, self.pad,
-                                          self.system.length_scale(values))
+            run, values = self._functions(self.pad), padding.padded_values(ctx, self.pad)
+            walkers = padding.padded_init(self.system, self.pad)(key_init, ctx, num_walkers)
         chain = samplers.ChainState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype))
         chain, report = engine.burn_in(run, key_burn, chain, (params, values, jnp.asarray(1.0, walkers.dtype)),
                                        chunk=burn_in_chunk, min_steps=min_burn_in, max_steps=max_burn_in)
