@@ -136,6 +136,18 @@ def test_powertail_has_power_law_tail(exponent):
     np.testing.assert_allclose(f[-1] / f[0], 1e3**exponent, rtol=1e-6)
 
 
+@pytest.mark.parametrize('exponent', [0.0, 0.5, 1.0])
+def test_powertail_fast_forms_equal_the_power(exponent):
+    """The sqrt/rsqrt forms used for p = 0, 1/2, 1 are the power law to rounding, with the same derivatives."""
+    x = jnp.linspace(-50.0, 50.0, 2001)
+    general = lambda z: z * (1.0 + z**2) ** (0.5 * (exponent - 1.0))  # noqa: E731
+    np.testing.assert_allclose(np.asarray(powertail(x, exponent)), np.asarray(general(x)), rtol=1e-14, atol=0)
+    for f, g in ((jax.grad(powertail), jax.grad(general)),
+                 (jax.grad(jax.grad(powertail)), jax.grad(jax.grad(general)))):
+        np.testing.assert_allclose(np.asarray(jax.vmap(lambda z: f(z, exponent))(x)), np.asarray(jax.vmap(g)(x)),
+                                   rtol=1e-12, atol=1e-14)
+
+
 def test_powertail_is_smooth():
     """f, f', f'' from autodiff are finite and continuous: f'' matches finite differences of f'."""
     x = jnp.linspace(-6.0, 6.0, 1201)  # includes 0
