@@ -98,7 +98,8 @@ def make_block_functions(wavefunction, system, spins: Tuple[int, int], config: V
                 SampleInfo(info.acceptance, info.num_nonfinite, jnp.sum(bad, dtype=jnp.int32)))
 
     def energies(params, walkers, values):
-        return parallel.chunked_vmap(lambda x: local_energy(params, x, values), config.chunk_size)(walkers)
+        chunk = config.energy_chunk(walkers.shape[1] * walkers.shape[2])  # per N·D, fixed at trace time
+        return parallel.chunked_vmap(lambda x: local_energy(params, x, values), chunk)(walkers)
 
     return BlockFunctions(sample, energies, vjp_fn, score_fn, log_psi)
 

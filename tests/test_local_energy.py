@@ -74,3 +74,29 @@ def test_local_energy_components_sum_to_total(method):
     assert set(comps) == {'kinetic', 'trap', 'interaction'}
     np.testing.assert_allclose(total, comps['kinetic'] + comps['trap'] + comps['interaction'], rtol=1e-14)
     np.testing.assert_allclose(total, 2.0, rtol=1e-12)
+
+
+def test_energy_batches_equal_one_pass(fermi_sets):
+    """``VMCConfig.energy_batch_size`` only changes how many walkers share a pass: 11 walkers in
+    passes of 4 (two strided passes and a remainder) give the one-pass energies to rounding; the
+    automatic batch on a CPU follows ``CPU_ENERGY_WORKSET``, and a smaller ``chunk_size`` wins."""
+    from qvmc.config import CPU_ENERGY_WORKSET, VMCConfig
+    from qvmc.estimator import make_block_functions
+    wf, params = fermi_sets
+    dot = QuantumDot()
+    ctx = dot.context(2, 1, lam=2.0)
+    walkers = dot.init_walkers(jax.random.PRNGKey(5), ctx, 11)
+    energies = {}
+    for batch in (4, 11):
+        fns = make_block_functions(wf, dot, ctx.spins, VMCConfig(energy_batch_size=batch))
+        energies[batch] = jax.jit(fns.energies)(params, walkers, ctx.values)
+    np.testing.assert_allclose(np.asarray(energies[4][0]), np.asarray(energies[11][0]), rtol=1e-12)
+    for name in energies[11][1]:
+        np.testing.assert_allclose(np.asarray(energies[4][1][name]), np.asarray(energies[11][1][name]),
+                                   rtol=1e-12, atol=1e-12)
+    assert VMCConfig(energy_batch_size=32, chunk_size=5).energy_chunk(12) == 5
+    assert VMCConfig(energy_batch_size=3, chunk_size=5).energy_chunk(12) == 3
+    if jax.default_backend() == 'cpu':
+        assert CPU_ENERGY_WORKSET == 768
+        assert [VMCConfig().energy_chunk(c) for c in (1, 12, 20, 108, 1000)] == [256, 64, 32, 8, 4]
+        assert VMCConfig(chunk_size=16).energy_chunk(12) == 16

@@ -250,6 +250,8 @@ VMC_CONFIG_BAD = [
     (dict(num_walkers=True), 'num_walkers must be an integer'),
     (dict(mcmc_substeps=-1), 'mcmc_substeps must be >= 1'),
     (dict(chunk_size=0), 'chunk_size must be >= 1'),
+    (dict(energy_batch_size=0), 'energy_batch_size must be >= 1'),
+    (dict(energy_batch_size=4.0), 'energy_batch_size must be an integer'),
     (dict(target_acceptance=1.5), r'target_acceptance must be in \(0, 1\)'),
     (dict(target_acceptance=float('nan')), 'target_acceptance must be finite'),
     (dict(sampler='x'), "sampler must be one of .*got 'x'"),

@@ -148,6 +148,25 @@ def test_powertail_fast_forms_equal_the_power(exponent):
                                    rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize('exponent', [0.0, 0.5, 0.75])
+def test_powertail_forward_laplacian_matches_hessian(exponent):
+    """folx's Laplacian through powertail (its registered elementwise rule for p = 0, 1/2; the
+    primitives' rules otherwise) equals the trace of the autodiff Hessian of a small dense network."""
+    import folx
+    from folx.wrapped_functions import is_registered
+    rng = np.random.default_rng(3)
+    w1, b1, w2 = rng.normal(size=(5, 7)), rng.normal(size=7), rng.normal(size=7)
+    f = lambda x: jnp.dot(powertail(x @ w1 + b1, exponent) ** 2, w2)  # noqa: E731
+    x = jnp.asarray(rng.normal(size=5))
+    names = {e.params.get('name') for e in jax.make_jaxpr(f)(x).jaxpr.eqns}
+    registered = {0.0: 'qvmc_powertail_zero', 0.5: 'qvmc_powertail_half'}.get(exponent)
+    assert registered is None or (registered in names and is_registered(registered))
+    out = folx.forward_laplacian(f, sparsity_threshold=0)(x)
+    np.testing.assert_allclose(float(out.laplacian), float(jnp.trace(jax.hessian(f)(x))), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(out.jacobian.dense_array).reshape(-1), np.asarray(jax.grad(f)(x)),
+                               rtol=1e-12)
+
+
 def test_powertail_is_smooth():
     """f, f', f'' from autodiff are finite and continuous: f'' matches finite differences of f'."""
     x = jnp.linspace(-6.0, 6.0, 1201)  # includes 0
