@@ -232,6 +232,9 @@ def parse_args(argv=None):
     train_group.add_argument('--chunk-size', type=positive_int, default=None,
                              help='walkers per micro-batch of local energies and gradients (bounds memory; '
                                   'default: all at once)')
+    train_group.add_argument('--energy-batch-size', type=positive_int, default=None,
+                             help='walkers per pass of the local energies (default: on a CPU about 768/(N·D), a power '
+                                  'of two, so that the forward Laplacian stays in cache; on a GPU all at once)')
     train_group.add_argument('--optimizer', choices=('adam',) + NATURAL_GRADIENTS, default='adam',
                              help='adam, or a natural gradient (sr: parameter space, CG; minsr / spring: sample '
                                   'space); natural gradients switch on float64 reductions and solves, the network '
@@ -306,7 +309,8 @@ def main():
         schedule, contexts = None, [system.context(args.electrons, 0, lam=args.lam)]
     wavefunction = make_ansatz(args.ansatz, network_config(args), lattice=system.network_lattice)
     config = VMCConfig(num_walkers=args.walkers // len(contexts), mcmc_substeps=args.substeps,
-                       chunk_size=args.chunk_size, network_dtype=network_dtype)
+                       chunk_size=args.chunk_size, energy_batch_size=args.energy_batch_size,
+                       network_dtype=network_dtype)
     vmc = VMC(wavefunction, system, contexts, make_optimizer(args), config)
     burn = dict(zip(('chunk', 'min_steps', 'max_steps'), args.burn_in))
 

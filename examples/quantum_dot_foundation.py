@@ -126,6 +126,9 @@ def parse_args(argv=None):
     p.add_argument('--momentum', type=finite_float, default=0.9, help='spring: momentum μ in [0, 1)')
     p.add_argument('--kernel-precision', choices=KERNEL_PRECISIONS, default=None, help=KERNEL_PRECISION_HELP)
     p.add_argument('--substeps', type=positive_int, default=10, help='MCMC sub-steps per training step')
+    p.add_argument('--energy-batch-size', type=positive_int, default=None,
+                   help='walkers per pass of the local energies (default: on a CPU about 768/(N·D), a power '
+                        'of two, so that the forward Laplacian stays in cache; on a GPU all at once)')
     p.add_argument('--width', type=positive_int, default=32,
                    help=f'stream width (a multiple of num_heads = {FermiSetsConfig().num_heads})')
     p.add_argument('--layers', type=positive_int, default=2)
@@ -186,6 +189,7 @@ def main():
                                                    num_determinants=args.determinants))
     optimizer = make_optimizer(args)
     config = VMCConfig(num_walkers=args.walkers, mcmc_substeps=args.substeps,
+                       energy_batch_size=args.energy_batch_size,
                        normalize_energy_scale=args.normalize_energy_scale,
                        network_dtype='float64' if args.x64 else ('float32' if args.optimizer != 'adam' else None))
     pad = None if args.pad_n is None else spins_of(args.pad_n, args.spin)

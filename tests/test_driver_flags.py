@@ -41,6 +41,7 @@ DOT_BAD = [
     (['--optimizer', 'minsr', '--kernel-precision', 'float16'], '--kernel-precision', "'float16'"),
     (['--substeps', '0'], '--substeps', "'0'"),
     (['--lr', 'nan'], '--lr', "'nan'"),
+    (['--energy-batch-size', '0'], '--energy-batch-size', "'0'"),
     (['--lr', '-1'], '--lr', "'-1'"),
     (['--lr', '0'], '--lr', "'0'"),
     (['--lr', 'inf'], '--lr', "'inf'"),
@@ -206,6 +207,8 @@ MOIRE_BAD = [
     # sizes and measurement
     (['--chunk-size', '0'], '--chunk-size', "'0'"),
     (['--chunk-size', 'x'], '--chunk-size', "'x'"),
+    (['--energy-batch-size', '-4'], '--energy-batch-size', "'-4'"),
+    (['--energy-batch-size', '8.5'], '--energy-batch-size', "'8.5'"),
     (['--order-steps', '0'], '--order-steps', "'0'"),
     (['--substeps', '-1'], '--substeps', "'-1'"),
     (['--walkers', '2.5'], '--walkers', "'2.5'"),
