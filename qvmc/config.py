@@ -65,12 +65,14 @@ class VMCConfig:
       energy_batch_size: walkers per pass of the local energies, the passes run in sequence.
         A CPU computes the forward Laplacian of a few walkers at a time faster than of all at
         once, because each walker's tangent arrays ([N·D, ...] per activation) then stay in
-        cache: 1.8× for QERNEL at N = 6 and 1024 walkers, 2.1-2.4× for Fermi Sets at N = 6-10
-        and 256 walkers on a 2-core CPU (benchmarks/README.md). None: automatic, on the CPU
-        backend about ``CPU_ENERGY_WORKSET / (N·D)`` walkers (a power of two in [4, 256]: 64 at
-        N·D = 12), on accelerators all walkers at once. A smaller ``chunk_size`` takes
-        precedence. Each walker's energy is computed alone either way, so results agree to
-        rounding.
+        cache: QERNEL at N = 6 and 1024 walkers 1.3× on two cores and 1.8× on one, Fermi Sets at
+        N = 6-10 and 256 walkers 1.5-1.7× on two cores and 2.1-2.2× on one (benchmarks/README.md).
+        None: automatic. On the CPU backend the walkers are split into equal passes of about
+        ``CPU_ENERGY_WORKSET / (N·D)`` walkers (a power of two in [4, 256]: 64 at N·D = 12), a
+        number of passes that divides the walker count so that no remainder pass compiles a
+        second program (no split if none does); on accelerators all walkers go at once. A
+        smaller ``chunk_size`` takes precedence. Each walker's energy is computed alone either
+        way, so results agree to rounding.
       normalize_energy_scale: divide each context's centred local energies by their standard
         deviation in the gradient, so contexts with large energies do not dominate the update
         (optax path; natural-gradient optimizers take their own ``normalize_energy_scale``).
@@ -114,12 +116,25 @@ class VMCConfig:
                 raise ValueError(f'VMCConfig.{name} must be True or False, got {getattr(self, name)!r}.')
         parallel.check_dtype(self.network_dtype)
 
-    def energy_chunk(self, num_coords: int) -> Optional[int]:
-        """Walkers per pass of the local energies of walkers with ``num_coords`` = N·D coordinates
-        on the current default backend (see ``energy_batch_size``); None: all at once."""
+    def energy_chunk(self, num_coords: int, num_walkers: int) -> Optional[int]:
+        """Walkers per pass of the local energies of ``num_walkers`` walkers with ``num_coords`` =
+        N·D coordinates on the current default backend (see ``energy_batch_size``); None: all at once."""
         batch = self.energy_batch_size
         if batch is None and jax.default_backend() == 'cpu':
-            batch = 2 ** min(8, max(2, round(math.log2(CPU_ENERGY_WORKSET / max(int(num_coords), 1)))))
+            target = 2 ** min(8, max(2, round(math.log2(CPU_ENERGY_WORKSET / max(int(num_coords), 1)))))
+            batch = _even_batch(int(num_walkers), target)
         if self.chunk_size is None:
             return batch
         return self.chunk_size if batch is None else min(int(batch), int(self.chunk_size))
+
+
+def _even_batch(num_walkers: int, target: int) -> Optional[int]:
+    """``num_walkers / k`` for the smallest ``k ≥ ⌈num_walkers / target⌉`` (up to 4× that) dividing
+    ``num_walkers``; None (one pass) when ``num_walkers ≤ target`` or no such ``k`` exists."""
+    if num_walkers <= target:
+        return None
+    least = -(-num_walkers // target)
+    for passes in range(least, 4 * least + 1):
+        if num_walkers % passes == 0:
+            return num_walkers // passes
+    return None

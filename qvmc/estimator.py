@@ -98,7 +98,7 @@ def make_block_functions(wavefunction, system, spins: Tuple[int, int], config: V
                 SampleInfo(info.acceptance, info.num_nonfinite, jnp.sum(bad, dtype=jnp.int32)))
 
     def energies(params, walkers, values):
-        chunk = config.energy_chunk(walkers.shape[1] * walkers.shape[2])  # per N·D, fixed at trace time
+        chunk = config.energy_chunk(walkers.shape[1] * walkers.shape[2], walkers.shape[0])  # fixed at trace time
         return parallel.chunked_vmap(lambda x: local_energy(params, x, values), chunk)(walkers)
 
     return BlockFunctions(sample, energies, vjp_fn, score_fn, log_psi)

@@ -94,9 +94,12 @@ def test_energy_batches_equal_one_pass(fermi_sets):
     for name in energies[11][1]:
         np.testing.assert_allclose(np.asarray(energies[4][1][name]), np.asarray(energies[11][1][name]),
                                    rtol=1e-12, atol=1e-12)
-    assert VMCConfig(energy_batch_size=32, chunk_size=5).energy_chunk(12) == 5
-    assert VMCConfig(energy_batch_size=3, chunk_size=5).energy_chunk(12) == 3
+    assert VMCConfig(energy_batch_size=32, chunk_size=5).energy_chunk(12, 1024) == 5
+    assert VMCConfig(energy_batch_size=3, chunk_size=5).energy_chunk(12, 1024) == 3
+    assert VMCConfig(energy_batch_size=48).energy_chunk(12, 100) == 48  # explicit: a remainder pass is allowed
     if jax.default_backend() == 'cpu':
         assert CPU_ENERGY_WORKSET == 768
-        assert [VMCConfig().energy_chunk(c) for c in (1, 12, 20, 108, 1000)] == [256, 64, 32, 8, 4]
-        assert VMCConfig(chunk_size=16).energy_chunk(12) == 16
+        assert [VMCConfig().energy_chunk(c, 4096) for c in (1, 12, 20, 108, 1000)] == [256, 64, 32, 8, 4]
+        # equal passes that divide the walkers (no second program for a remainder), or one pass
+        assert [VMCConfig().energy_chunk(12, w) for w in (64, 100, 192, 1000, 97)] == [None, 50, 64, 50, None]
+        assert VMCConfig(chunk_size=16).energy_chunk(12, 1024) == 16
