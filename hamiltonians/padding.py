@@ -18,7 +18,7 @@ every configuration of the padding rows; the padding rows only cost compute and 
 acceptance of all-electron moves a little.
 """
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -89,8 +89,12 @@ def pad_walkers(rng_key, walkers, ctx: Context, pad: Tuple[int, int], length_sca
     return out.at[:, pad[0]:pad[0] + ctx.n_down].set(walkers[:, ctx.n_up:])
 
 
-def padded_init(system, pad: Tuple[int, int]):
-    """``init(rng_key, ctx, num_walkers) -> [W, P, D]``: ``system.init_walkers`` with padding rows added."""
+def padded_init(system, pad: Optional[Tuple[int, int]]):
+    """``init(rng_key, ctx, num_walkers) -> [W, P, D]``: ``system.init_walkers`` with padding rows added
+    (``system.init_walkers`` itself when ``pad`` is None)."""
+    if pad is None:
+        return system.init_walkers
+
     def init(rng_key, ctx: Context, num_walkers: int):
         walkers = system.init_walkers(rng_key, ctx, num_walkers)
         return pad_walkers(jax.random.fold_in(rng_key, 1), walkers, ctx, pad,

@@ -150,7 +150,7 @@ def init_state(wavefunction, system, optimizer: optax.GradientTransformation, co
     if config.network_dtype is not None:
         params = parallel.cast_params(params, config.network_dtype)
     chains = []
-    init_walkers = system.init_walkers if pad is None else padding.padded_init(system, pad)
+    init_walkers = padding.padded_init(system, pad)
     for i, ctx in enumerate(contexts):
         walkers = init_walkers(jax.random.fold_in(key_walkers, i), ctx, config.num_walkers)
         chains.append(samplers.ChainState(walkers, jnp.asarray(config.initial_step_size, walkers.dtype)))

@@ -182,7 +182,7 @@ class VMC:
         if total_walkers is None:
             total_walkers = sum(int(c.walkers.shape[0]) for c in state.chains)
         per_block = samplers.block_size(total_walkers, len(contexts))
-        init_walkers = self.system.init_walkers if pad is None else padding.padded_init(self.system, pad)
+        init_walkers = padding.padded_init(self.system, pad)
         chains, assignment = samplers.reassign(state.chains, state.contexts, contexts, per_block,
                                                init_walkers, rng_key, self.config.initial_step_size)
         state = parallel.place_state(state._replace(chains=tuple(chains), contexts=contexts), self.mesh,
