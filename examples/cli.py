@@ -15,12 +15,14 @@ This module imports neither JAX nor the library: it is plain Python.
 
 import argparse
 import math
+import os
+import sys
 
 import numpy as np
 
 __all__ = ['positive_int', 'nonnegative_int', 'int_at_least', 'positive_float', 'finite_float', 'nonnegative_float',
            'probability', 'parse_points', 'parse_range', 'parse_stages', 'parse_interval', 'parse_burn_in',
-           'spins_of', 'check']
+           'spins_of', 'check', 'lock_run_dir']
 
 
 # ----- argparse type= helpers -----
@@ -260,6 +262,17 @@ def check(parser, function, *args, **kwargs):
         return function(*args, **kwargs)
     except (argparse.ArgumentTypeError, ValueError) as err:
         parser.error(str(err))
+
+
+def lock_run_dir(run_dir):
+    """Takes the one-writer lock of ``run_dir`` for the rest of the process (``qvmc.runlock``), before
+    anything compiles; if another run holds it, prints one line naming the owner and exits with status 2."""
+    from qvmc import runlock  # the flag helpers above stay importable without JAX
+    try:
+        runlock.acquire(run_dir)
+    except (runlock.RunDirectoryLocked, OSError) as err:
+        print(f'{os.path.basename(sys.argv[0])}: error: --run-dir: {err}', file=sys.stderr)
+        sys.exit(2)
 
 
 def make_optimizer(args):

@@ -56,8 +56,8 @@ from qvmc.transfer import transfer_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
 from cli import (KERNEL_PRECISION_HELP, KERNEL_PRECISIONS, check, check_kernel_precision,  # noqa: E402
-                 finite_float, int_at_least, make_optimizer, nonnegative_float, nonnegative_int, parse_burn_in,
-                 parse_interval, parse_stages, positive_float, positive_int)
+                 finite_float, int_at_least, lock_run_dir, make_optimizer, nonnegative_float, nonnegative_int,
+                 parse_burn_in, parse_interval, parse_stages, positive_float, positive_int)
 
 STEPS_WHY = 'the warmup-cosine learning-rate schedule needs at least two steps'
 MIN_SWEEP_POINTS = 5  # the transition fit needs two straight branches of ≥ 2 points each, plus one
@@ -293,6 +293,7 @@ def sweep_grid(args):
 
 def main():
     args = parse_args()
+    lock_run_dir(args.run_dir)  # one writer per run directory: a second one exits 2 here, before compiling
     enable_compilation_cache()  # a re-run, a resume or a known particle content loads its programs from disk
     x64, network_dtype = precision_policy(args)
     if x64:

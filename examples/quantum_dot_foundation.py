@@ -38,8 +38,8 @@ from qvmc.transfer import transfer_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
 from cli import (KERNEL_PRECISION_HELP, KERNEL_PRECISIONS, check, check_kernel_precision,  # noqa: E402
-                 finite_float, int_at_least, make_optimizer, parse_interval, parse_points, parse_range,
-                 positive_float, positive_int, spins_of)
+                 finite_float, int_at_least, lock_run_dir, make_optimizer, parse_interval, parse_points,
+                 parse_range, positive_float, positive_int, spins_of)
 
 STEPS_WHY = 'the warmup-cosine learning-rate schedule needs at least two steps'
 
@@ -168,6 +168,7 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
+    lock_run_dir(args.run_dir)  # one writer per run directory: a second one exits 2 here, before compiling
     enable_compilation_cache()  # a re-run, a resume or a known particle content loads its programs from disk
     if args.x64 or args.optimizer != 'adam':  # natural gradients reduce and solve in float64
         jax.config.update('jax_enable_x64', True)

@@ -18,6 +18,7 @@ from qvmc.guard import Failure, Guard, StopSignals, TrainingInterrupted, health,
 from qvmc.history import (BURN_IN_NAME, HISTORY_NAME, CsvAppender, Progress, burn_in_rows, format_seconds,  # noqa: F401
                           history_rows, load_burn_in, load_history, truncate_csv)
 from qvmc.resume import CHECKPOINT_NAME, model_metadata, resume, state_metadata, state_tree, vmc_params_template  # noqa: F401
+from qvmc.runlock import RunDirectoryLocked, RunLock  # noqa: F401
 from qvmc.state import TrainState
 from qvmc.vmc import VMC
 
@@ -87,6 +88,11 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
     exactly. A second signal is handled by the previous handler. In a multi-process run
     every process must receive the signal.
 
+    One writer per run directory (``qvmc.runlock``): while ``train`` runs it holds an exclusive
+    lock on ``run_dir`` (process 0 only, in a multi-process run); a second process training into
+    the same directory is refused with ``RunDirectoryLocked`` (a ``ValueError`` naming the owner's
+    host, PID and start time) before anything is read or written. A killed run leaves no lock.
+
     A failed checkpoint write (``OSError``: disk full, read-only file system) stops training
     with an ``OSError`` naming the run directory, after the history is flushed; the previous
     checkpoint stays current.
@@ -117,6 +123,7 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
     Raises:
       ValueError: invalid arguments, incompatible or unreadable checkpoints, a missing
         history, or initial parameters that are not finite.
+      RunDirectoryLocked: another process is training into ``run_dir``.
       FloatingPointError: a failure persisted through ``max_retries`` retries.
       TrainingInterrupted: SIGTERM or SIGINT (after a checkpoint).
       OSError: a checkpoint could not be written.
@@ -134,7 +141,17 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
     if schedule is not None:
         schedule.validate(vmc.system, total_walkers)
     say = print_fn or (lambda _: None)
+    lock_dir = run_dir if run_dir is not None and jax.process_index() == 0 else None
+    with RunLock(lock_dir):  # one writer per run directory, taken before anything is read or compiled
+        return _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every, print_fn, say,
+                      schedule, total_walkers, keep_checkpoints, burn_opts, run_config, allow_pickle,
+                      max_rejections, max_retries, allow_missing_history)
 
+
+def _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every, print_fn, say, schedule,
+           total_walkers, keep_checkpoints, burn_opts, run_config, allow_pickle, max_rejections, max_retries,
+           allow_missing_history):
+    """The loop of ``train``, run while the run directory's lock is held."""
     metadata = model_metadata(vmc, schedule, run_config)
     history_path = burn_path = resumed = None
     stored = {}

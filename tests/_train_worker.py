@@ -12,8 +12,9 @@ resumed run can be compared bit for bit with an uninterrupted one. JAX runs on t
 the persistent compilation cache in ``CACHE_DIR`` (later processes skip compilation) and, unless
 ``--full-optimization``, with most XLA optimizations off (compile-bound at these sizes).
 
-Environment: ``PAUSE_AT_STEP=n`` — after logging step n, create ``RUN_DIR/PAUSED`` and sleep 5 s (a
-signal sent then stops the loop before the next step); ``PAUSE_IN_SAVE_AT=n`` — the n-th checkpoint
+Environment: ``PAUSE_AT_STEP=n`` — after logging step n, create ``RUN_DIR/PAUSED`` and sleep
+``PAUSE_SECONDS`` (default 5) or until ``RUN_DIR/CONTINUE`` exists (a signal sent then stops the loop
+before the next step); ``PAUSE_IN_SAVE_AT=n`` — the n-th checkpoint
 write stops with half of its bytes written, creates ``RUN_DIR/PAUSED`` and sleeps 600 s (killed there).
 Prints ``FINISHED`` at the end; a graceful stop prints the drivers' line and exits with its status (75).
 Not a test module (no ``test_`` prefix): pytest never imports it.
@@ -75,7 +76,9 @@ def make_logger(run_dir, pause_at_step=0, log_sleep=0.0):
             time.sleep(log_sleep)  # a step of a real run takes longer: gives the kills room to land mid-run
         if pause_at_step and line.startswith(f'step {pause_at_step:2d}/'):
             open(os.path.join(run_dir, 'PAUSED'), 'w').close()
-            time.sleep(5.0)  # the signal arrives here; the loop stops before the next step
+            deadline = time.time() + float(os.environ.get('PAUSE_SECONDS', '5'))
+            while time.time() < deadline and not os.path.exists(os.path.join(run_dir, 'CONTINUE')):
+                time.sleep(0.05)  # the signal arrives here; the loop stops before the next step
     return log
 
 

@@ -1,10 +1,11 @@
 """Crash safety and resume: SIGKILL a training process (also inside a checkpoint write) or stop it with
-SIGTERM, resume, finish, and match one uninterrupted run exactly; walker-count changes, bad checkpoints,
-transfer."""
+SIGTERM, resume, finish, and match one uninterrupted run exactly; one writer per run directory (a second
+process refused, a killed owner's lock gone); walker-count changes, bad checkpoints, transfer."""
 
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 from ansatz import FermiSetsConfig, make_fermi_sets
 from conftest import CACHE_DIR
 from hamiltonians import QuantumDot
-from qvmc import VMC, VMCConfig, checkpoint
+from qvmc import VMC, VMCConfig, checkpoint, runlock
 from qvmc.train import load_burn_in, load_history, train
 from qvmc.transfer import transfer_state
 from qvmc.vmc import make_log_psi
@@ -165,6 +166,49 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted_run(tmp_path, worker
     drop = lambda frame: frame.drop(columns=['seconds'], errors='ignore').reset_index(drop=True)
     pd.testing.assert_frame_equal(drop(load_history(run)), drop(load_history(reference)))
     pd.testing.assert_frame_equal(load_burn_in(run), load_burn_in(reference))
+
+
+def _same_as_reference(run, reference):
+    ref, got = _leaves(reference), _leaves(run)
+    assert sorted(ref) == sorted(got) and got["['step']"] == NUM_STEPS
+    for key in ref:  # parameters, optimizer state, walkers, step sizes, key: bit for bit
+        np.testing.assert_array_equal(ref[key], got[key], err_msg=key)
+    drop = lambda frame: frame.drop(columns=['seconds']).reset_index(drop=True)
+    pd.testing.assert_frame_equal(drop(load_history(run)), drop(load_history(reference)))  # no duplicated rows
+
+
+def test_second_writer_refused_first_run_intact(tmp_path, worker_cache, reference):
+    """The same command started twice on one run directory: the second is refused with the owner's PID
+    and host, writes nothing, and the first run ends identical to an uninterrupted one."""
+    run = str(tmp_path / 'twice')
+    first = _start(WORKER, run, worker_cache, PAUSE_AT_STEP=str(STOP_AT), PAUSE_SECONDS='300')
+    assert _wait_for(lambda: os.path.exists(os.path.join(run, 'PAUSED')), first), open(run + '.log').read()[-3000:]
+    files = sorted(os.listdir(run))
+    second_log = str(tmp_path / 'second.log')
+    with open(second_log, 'w') as log:
+        second = subprocess.run([sys.executable, WORKER, run, worker_cache, str(NUM_STEPS), *WORKER_FLAGS],
+                                env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT), stdout=log,
+                                stderr=subprocess.STDOUT, timeout=300, check=False)
+    out = open(second_log).read()
+    assert second.returncode != 0 and 'RunDirectoryLocked' in out, out[-3000:]
+    assert f'in use by process {first.pid} on host {socket.gethostname()}' in out
+    assert sorted(os.listdir(run)) == files  # the second writer touched nothing
+    open(os.path.join(run, 'CONTINUE'), 'w').close()
+    assert first.wait(timeout=600) == 0, open(run + '.log').read()[-3000:]
+    _same_as_reference(run, reference)
+
+
+def test_lock_of_a_killed_run_does_not_block_its_resume(tmp_path, worker_cache, reference):
+    run = str(tmp_path / 'killed_holder')
+    p = _start(WORKER, run, worker_cache, PAUSE_AT_STEP=str(STOP_AT), PAUSE_SECONDS='300')
+    assert _wait_for(lambda: os.path.exists(os.path.join(run, 'PAUSED')), p), open(run + '.log').read()[-3000:]
+    assert runlock.owner(run)['pid'] == p.pid
+    _kill(p)  # SIGKILL while holding the lock
+    os.remove(os.path.join(run, 'PAUSED'))
+    p = _start(WORKER, run, worker_cache)
+    assert p.wait(timeout=600) == 0, open(run + '.log').read()[-3000:]
+    assert 'Resuming from' in open(run + '.log').read()
+    _same_as_reference(run, reference)
 
 
 def _vmc(width=8, walkers=16, contexts=None):
