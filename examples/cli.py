@@ -10,7 +10,8 @@ The parsers of list-like flags (``parse_points``, ``parse_range``, ``parse_stage
 the flag and the bad token; a driver's ``validate_args`` turns it into ``parser.error`` via
 ``check``, so every flag is rejected before JAX compiles anything or training starts.
 
-This module imports neither JAX nor the library: it is plain Python.
+The ``type=`` helpers, ``parse_burn_in`` and ``check`` live in ``qvmc.flags`` (the installed console
+tools use them too) and are imported here for the drivers.
 """
 
 import argparse
@@ -20,62 +21,12 @@ import sys
 
 import numpy as np
 
+from qvmc.flags import (check, finite_float, int_at_least, nonnegative_float, nonnegative_int,  # noqa: F401
+                        parse_burn_in, positive_float, positive_int, probability)
+
 __all__ = ['positive_int', 'nonnegative_int', 'int_at_least', 'positive_float', 'finite_float', 'nonnegative_float',
            'probability', 'parse_points', 'parse_range', 'parse_stages', 'parse_interval', 'parse_burn_in',
            'spins_of', 'check', 'lock_run_dir']
-
-
-# ----- argparse type= helpers -----
-
-def _convert(text, cast, ok, expected):
-    """``cast(text)`` if that works and passes ``ok``, else ``ArgumentTypeError`` naming the token."""
-    try:
-        value = cast(text)
-    except (TypeError, ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f'bad value {text!r} (expected {expected})') from None
-    if not ok(value):
-        raise argparse.ArgumentTypeError(f'bad value {text!r} (expected {expected})')
-    return value
-
-
-def positive_int(text):
-    """An integer ≥ 1."""
-    return _convert(text, int, lambda v: v >= 1, 'an integer ≥ 1')
-
-
-def nonnegative_int(text):
-    """An integer ≥ 0."""
-    return _convert(text, int, lambda v: v >= 0, 'an integer ≥ 0')
-
-
-def int_at_least(minimum, why=''):
-    """A ``type=`` helper accepting integers ``≥ minimum`` (``why``: the reason, shown in the message)."""
-    expected = f'an integer ≥ {minimum}' + (f': {why}' if why else '')
-
-    def integer(text):
-        return _convert(text, int, lambda v: v >= minimum, expected)
-    integer.__name__ = f'int_at_least_{minimum}'
-    return integer
-
-
-def finite_float(text):
-    """A finite number (no nan, no inf)."""
-    return _convert(text, float, math.isfinite, 'a finite number')
-
-
-def positive_float(text):
-    """A finite number > 0."""
-    return _convert(text, float, lambda v: math.isfinite(v) and v > 0, 'a finite number > 0')
-
-
-def nonnegative_float(text):
-    """A finite number ≥ 0."""
-    return _convert(text, float, lambda v: math.isfinite(v) and v >= 0, 'a finite number ≥ 0')
-
-
-def probability(text):
-    """A number strictly between 0 and 1."""
-    return _convert(text, float, lambda v: 0 < v < 1, 'a number with 0 < x < 1')
 
 
 # ----- list-like flags (parsed in the drivers' validate_args) -----
@@ -236,32 +187,9 @@ def parse_interval(values, flag, minimum=None, name='value'):
     return lo, hi
 
 
-def parse_burn_in(values, flag='--burn-in', min_chunk=4):
-    """``(chunk, min, max)`` of the equilibration check: ``chunk ≥ 4``, ``0 ≤ min ≤ max``,
-    ``max ≥ 2·chunk`` -> the three integers."""
-    chunk, low, high = (int(v) for v in values)
-    shown = f'{chunk} {low} {high}'
-    if chunk < min_chunk:
-        raise argparse.ArgumentTypeError(f'{flag}: bad CHUNK {chunk} in {shown!r} '
-                                         f'(must be ≥ {min_chunk}: the checked window is two chunks)')
-    if not 0 <= low <= high:
-        raise argparse.ArgumentTypeError(f'{flag}: bad MIN {low} in {shown!r} (needs 0 ≤ MIN ≤ MAX)')
-    if high < 2 * chunk:
-        raise argparse.ArgumentTypeError(f'{flag}: bad MAX {high} in {shown!r} (needs MAX ≥ 2·CHUNK = {2 * chunk})')
-    return chunk, low, high
-
-
 def spins_of(n, spin):
     """(n_up, n_down) of N electrons: ``unpolarized`` (n_up = ⌈N/2⌉) or ``polarized``."""
     return (n, 0) if spin == 'polarized' else ((n + 1) // 2, n // 2)
-
-
-def check(parser, function, *args, **kwargs):
-    """``function(*args, **kwargs)``; an ``ArgumentTypeError`` or ``ValueError`` becomes ``parser.error``."""
-    try:
-        return function(*args, **kwargs)
-    except (argparse.ArgumentTypeError, ValueError) as err:
-        parser.error(str(err))
 
 
 def lock_run_dir(run_dir):

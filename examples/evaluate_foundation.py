@@ -1,7 +1,7 @@
 """The model card's energy table of a shipped foundation model, against reference energies.
 
     python examples/evaluate_foundation.py --model foundation_polarized --out runs/card
-    python examples/evaluate_foundation.py --model models/x.qvmc --out /tmp/card --n 5 --walkers 64 --steps 40
+    python examples/evaluate_foundation.py --model qvmc/models/x.qvmc --out /tmp/card --n 5 --walkers 64 --steps 40
 
 Points (in the model's spin sector). A polarized model: the published DMC points N = 6 at λ = 8, 10,
 N = 7 and 8 at λ = 8; λ = 0 for N = 5…11 (exact: filled oscillator shells); N = 10 at λ = 1, 3, 5, 7;

@@ -3,7 +3,7 @@
 ``evaluate_foundation.py --update-card`` uses :func:`update_card`: rows measured again (same N, λ and ω)
 replace the card's rows, new points are added, the model file is re-exported in place with the new card
 (``qvmc.pretrained.export_model``: atomic write, parameters unchanged), and the table in the model's
-Markdown card (``models/<name>.md`` next to the file) is rewritten from the merged rows.
+Markdown card (``<name>.md`` next to the file, e.g. ``qvmc/models/<name>.md``) is rewritten from the merged rows.
 """
 
 import math
@@ -84,7 +84,7 @@ def replace_table(text: str, lines: List[str]) -> str:
 
 
 def card_markdown_path(model_path: str) -> str:
-    """The Markdown card next to a model file: ``models/<name>.md`` for ``models/<name>.qvmc``."""
+    """The Markdown card next to a model file: ``<dir>/<name>.md`` for ``<dir>/<name>.qvmc``."""
     return model_path.removesuffix(pretrained.MODEL_SUFFIX) + '.md'
 
 

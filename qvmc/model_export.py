@@ -2,7 +2,7 @@
 
 The file format and the reader live in ``qvmc.pretrained``; this module writes what it reads::
 
-    python -m qvmc.pretrained export runs/foundation_polarized models/foundation_polarized.qvmc --card card.json
+    python -m qvmc.pretrained export runs/foundation_polarized qvmc/models/foundation_polarized.qvmc --card card.json
 """
 
 import dataclasses
@@ -102,7 +102,7 @@ def export_model(source: str, out_path: str, card: Optional[Dict[str, Any]] = No
     Args:
       source: a training checkpoint (``RUN_DIR/checkpoint.qvmc`` or a numbered one), a run
         directory (its newest readable checkpoint), or an exported model file (to replace its card).
-      out_path: the model file to write (atomically), e.g. ``models/<name>.qvmc``.
+      out_path: the model file to write (atomically), e.g. ``qvmc/models/<name>.qvmc``.
       card: the model card's facts (description, intended use, limitations, ``energy_table``
         rows, ...); any JSON-like dict, NaN becomes null. For a model source, None keeps its card.
       ansatz_name: registered ansatz (``ansatz.ANSATZ_NAMES``) the run trained.

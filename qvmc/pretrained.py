@@ -4,16 +4,20 @@ A model file is a ``qvmc.checkpoint`` file (header line, SHA-256 line, ``.npz`` 
 ``allow_pickle=False``, JSON metadata) whose tree is ``{'params': params}`` (no optimizer state, no
 walkers) and whose metadata says how to rebuild everything else::
 
-    model = pretrained.load('foundation_polarized')   # models/foundation_polarized.qvmc
+    model = pretrained.load('foundation_polarized')   # shipped in the package: qvmc/models/
     est = model.estimate(9, 3.7, num_walkers=256, num_steps=200)
     print(est.energy, est.components['interaction'])
 
-    python -m qvmc.pretrained list
-    python -m qvmc.pretrained export runs/foundation_polarized models/foundation_polarized.qvmc --card card.json
+    qvmc-models list                 # or: python -m qvmc.pretrained list
+    qvmc-models export runs/foundation_polarized my_model.qvmc --card card.json
+
+Models are found by name in ``$QVMC_MODELS_DIR`` (directories separated by ``os.pathsep``) and then
+among the models shipped inside the installed package; any model file can be given by path.
 """
 
 import argparse
 import glob
+import importlib.resources
 import json
 import os
 import re
@@ -38,41 +42,55 @@ DEFAULT_MODEL = 'foundation_polarized'
 SYSTEMS = {'QuantumDot': QuantumDot}  # system name -> dataclass rebuilt from its stored fields
 SPIN_SECTORS = ('polarized', 'unpolarized')
 _PARAMS = "['params']"
+MODELS_ENV = 'QVMC_MODELS_DIR'  # extra model directories, searched before the shipped ones
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 
 
 def models_dir() -> str:
-    """The repository's ``models/`` directory (next to the ``qvmc`` package)."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'models')
+    """The directory of the models shipped inside the installed package (``qvmc/models``)."""
+    return os.fspath(importlib.resources.files('qvmc').joinpath('models'))
+
+
+def search_path(directory: Optional[str] = None) -> List[str]:
+    """The directories searched for models by name, first match wins: ``[directory]`` if given, else
+    the directories of ``$QVMC_MODELS_DIR`` (``os.pathsep``-separated) followed by ``models_dir()``."""
+    if directory is not None:
+        return [os.fspath(directory)]
+    user = [d for d in os.environ.get(MODELS_ENV, '').split(os.pathsep) if d]
+    return user + [models_dir()]
 
 
 def available(directory: Optional[str] = None) -> List[str]:
-    """Names of the shipped models (``models/<name>.qvmc``), sorted."""
-    directory = models_dir() if directory is None else directory
-    paths = glob.glob(os.path.join(glob.escape(directory), '*' + MODEL_SUFFIX))
-    return sorted(os.path.basename(p)[:-len(MODEL_SUFFIX)] for p in paths)
+    """Names of the models found on ``search_path(directory)`` (``<dir>/<name>.qvmc``), sorted."""
+    names = set()
+    for folder in search_path(directory):
+        paths = glob.glob(os.path.join(glob.escape(folder), '*' + MODEL_SUFFIX))
+        names.update(os.path.basename(p)[:-len(MODEL_SUFFIX)] for p in paths)
+    return sorted(names)
 
 
 def resolve(name_or_path: str, directory: Optional[str] = None) -> str:
-    """The file of a model: an existing path, or ``<models dir>/<name>.qvmc``.
+    """The file of a model: an existing path, or ``<dir>/<name>.qvmc`` for the first directory of
+    ``search_path(directory)`` that has it.
 
     Raises:
-      ValueError: neither exists; the message lists the shipped names.
+      ValueError: neither exists; the message lists the available names.
     """
     name_or_path = os.fspath(name_or_path)
     if os.path.isfile(name_or_path):
         return name_or_path
     looks_like_path = os.sep in name_or_path or name_or_path.endswith(MODEL_SUFFIX)
-    directory = models_dir() if directory is None else directory
+    folders = search_path(directory)
     if not looks_like_path and _NAME.match(name_or_path):
-        path = os.path.join(directory, name_or_path + MODEL_SUFFIX)
-        if os.path.isfile(path):
-            return path
+        for folder in folders:
+            path = os.path.join(folder, name_or_path + MODEL_SUFFIX)
+            if os.path.isfile(path):
+                return path
     names = available(directory)
-    shipped = ', '.join(names) if names else f'none (no *{MODEL_SUFFIX} files in {directory})'
+    shipped = ', '.join(names) if names else f'none (no *{MODEL_SUFFIX} files in {", ".join(folders)})'
     what = 'no such file' if looks_like_path else 'unknown model name'
     raise ValueError(f'Pretrained model {name_or_path!r}: {what}. Available models: {shipped}; or pass the '
-                     f'path of a model file (see models/README.md for exporting one).')
+                     f'path of a model file (qvmc-models export writes one from a training run).')
 
 
 # ----- reading -----
@@ -293,7 +311,8 @@ def export_model(source: str, out_path: str, card: Optional[Dict[str, Any]] = No
 
 
 def load(name_or_path: str, directory: Optional[str] = None) -> PretrainedModel:
-    """Loads a shipped model by name (``models/<name>.qvmc``) or a model file by path.
+    """Loads a model by name (``search_path``: ``$QVMC_MODELS_DIR``, then the shipped models) or a model
+    file by path (``directory``: search only there).
 
     Raises:
       ValueError: unknown name (the message lists the available ones), a corrupted file
@@ -308,10 +327,12 @@ def load(name_or_path: str, directory: Optional[str] = None) -> PretrainedModel:
 
 
 def main(argv=None):
-    """``python -m qvmc.pretrained list | show NAME | export SOURCE OUT [--card card.json]``."""
-    p = argparse.ArgumentParser(prog='python -m qvmc.pretrained', description=__doc__.split('\n')[0])
+    """``qvmc-models list | show NAME | export SOURCE OUT [--card card.json]`` (also ``python -m
+    qvmc.pretrained``). A bad name, file or card ends with one line on stderr and exit status 2,
+    nothing written."""
+    p = argparse.ArgumentParser(prog='qvmc-models', description=__doc__.split('\n', maxsplit=1)[0])
     sub = p.add_subparsers(dest='command', required=True)
-    sub.add_parser('list', help='names of the shipped models')
+    sub.add_parser('list', help='names of the available models (QVMC_MODELS_DIR, then the shipped ones)')
     show = sub.add_parser('show', help='the metadata of a model (name or path)')
     show.add_argument('model')
     export = sub.add_parser('export', help='checkpoint or run directory -> model file')
@@ -319,18 +340,23 @@ def main(argv=None):
     export.add_argument('out')
     export.add_argument('--card', default=None, help='JSON file with the model card (dict)')
     args = p.parse_args(argv)
-    if args.command == 'list':
-        print('\n'.join(available()) or f'(no models in {models_dir()})')
-    elif args.command == 'show':
-        print(json.dumps(read_metadata(args.model), indent=1))
-    else:
-        card = None
-        if args.card:
-            with open(args.card, encoding='utf-8') as f:
-                card = json.load(f)
-        meta = export_model(args.source, args.out, card)
-        size = os.path.getsize(args.out)
-        print(f'wrote {args.out} ({size / 1024:.0f} KiB, {len(meta["param_shapes"])} parameter arrays)')
+    try:
+        if args.command == 'list':
+            print('\n'.join(available()) or f'(no models in {", ".join(search_path())})')
+        elif args.command == 'show':
+            print(json.dumps(read_metadata(args.model), indent=1))
+        else:
+            card = None
+            if args.card:
+                with open(args.card, encoding='utf-8') as f:
+                    card = json.load(f)
+                if not isinstance(card, dict):
+                    raise ValueError(f'--card {args.card!r} must hold a JSON object, not {type(card).__name__}')
+            meta = export_model(args.source, args.out, card)
+            size = os.path.getsize(args.out)
+            print(f'wrote {args.out} ({size / 1024:.0f} KiB, {len(meta["param_shapes"])} parameter arrays)')
+    except (ValueError, OSError) as err:
+        p.exit(2, f'{p.prog} {args.command}: error: {err}\n')
 
 
 if __name__ == '__main__':

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, 'examples'))
 
 import evaluate_foundation  # noqa: E402
 import model_card  # noqa: E402
-import predict  # noqa: E402
+from qvmc import predict  # noqa: E402
 
 COMPILES = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -271,7 +271,7 @@ def _env():
 
 def test_predict_and_evaluate_drivers_smoke(exported, tmp_path):
     out = tmp_path / 'pred'
-    cmd = [sys.executable, os.path.join(ROOT, 'examples', 'predict.py'), '--n', '2', '--lam', '1',
+    cmd = [sys.executable, '-m', 'qvmc.predict', '--n', '2', '--lam', '1',
            '--model', exported['path'], '--walkers', '8', '--steps', '20', '--burn-in', '10', '20', '40',
            '--out', str(out)]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
@@ -308,7 +308,7 @@ SHIPPED_WITH_TABLE = [n for n in pretrained.available()
 def test_shipped_model_reproduces_its_card(name):
     """Two points of each shipped model's card energy table, re-estimated, agree within 5σ."""
     if not SHIPPED_WITH_TABLE:
-        pytest.skip('no shipped model with a card energy table in models/')
+        pytest.skip('no shipped model with a card energy table in qvmc/models/')
     model = pretrained.load(name)
     rows = [r for r in model.card['energy_table'] if r.get('energy') is not None and (r.get('energy_err') or 0) > 0]
     rows = sorted(rows, key=lambda r: (r['N'], r['lam']))[:2]  # the smallest N: the cheapest
@@ -332,7 +332,7 @@ SHIPPED_TRAINING_SETS = {  # name -> (spin sector, the documented training set {
 
 @pytest.mark.parametrize('name', sorted(SHIPPED_TRAINING_SETS))
 def test_shipped_foundation_model_loads_and_matches_the_code(name):
-    """Each model in models/ loads by name; its parameter shapes are the ones the stored config builds
+    """Each shipped model (qvmc/models/) loads by name; its parameter shapes are the ones the stored config builds
     (checked by load) and its spin sector and training set are the documented ones."""
     assert name in pretrained.available()
     sector, training_set = SHIPPED_TRAINING_SETS[name]
@@ -362,3 +362,44 @@ def test_open_shell_orders_are_compared_variationally(exported):
     assert best.energy.mean == min(e.energy.mean for e in found.values())
     with pytest.raises(ValueError, match='open_shell_order'):
         model.estimate(4, 2.0, open_shell_order='lowest_m', **kwargs)
+
+
+def test_models_directory_environment_variable(exported, monkeypatch, tmp_path):
+    """$QVMC_MODELS_DIR is searched first (a user's model by name), the shipped models stay available."""
+    shipped = pretrained.available()
+    monkeypatch.setenv(pretrained.MODELS_ENV, os.pathsep.join([str(tmp_path / 'empty'), exported['dir']]))
+    assert pretrained.available() == sorted(set(shipped) | {'tiny'})
+    assert pretrained.resolve('tiny') == exported['path']
+    assert pretrained.available(exported['dir']) == ['tiny']  # directory=: only there
+    with pytest.raises(ValueError, match="unknown model name. Available models: tiny;"):
+        pretrained.resolve('foundation_polarized', exported['dir'])
+    assert os.path.isfile(os.path.join(pretrained.models_dir(), 'foundation_polarized.qvmc'))
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['show', 'nosuch'], "qvmc-models show: error: Pretrained model 'nosuch': unknown model name"),
+    (['export', 'no/such/run', 'OUT'], "qvmc-models export: error: Checkpoint"),
+    (['export', 'CKPT', 'OUT', '--card', 'no/such/card.json'], 'qvmc-models export: error:'),
+])
+def test_models_tool_errors_are_one_line_exit_2(exported, tmp_path, capsys, argv, message):
+    out = str(tmp_path / 'out.qvmc')
+    argv = [out if a == 'OUT' else exported['ckpt'] if a == 'CKPT' else a for a in argv]
+    with pytest.raises(SystemExit) as info:
+        pretrained.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(out)
+
+
+def test_predict_unwritable_out_exits_2_before_measuring(exported, tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    for out in ('/proc/forbidden/x', str(blocker / 'x')):
+        cmd = [sys.executable, '-m', 'qvmc.predict', '--n', '2', '--lam', '1', '--model', exported['path'],
+               '--out', out]
+        result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('qvmc-predict: error: --out: cannot create directory'), lines
+        assert result.stdout == ''  # nothing measured
