@@ -27,11 +27,11 @@ class FermiSetsConfig:
       open_shell_mixing: in a partly filled shell, each occupied orbital's polynomial prior is a
         learned, context-dependent combination of all orbitals of that shell (per determinant),
         so the network can choose the angular-momentum sector the interacting ground state
-        needs (e.g. polarized N = 7 at λ = 8 wants |m| = 3, not the filling order's |m| = 1).
+        needs (e.g. polarized N = 7 at λ = 8 wants ``|m| = 3``, not the filling order's ``|m| = 1``).
         The shell is degenerate, so λ = 0 stays exactly representable.
       open_shell_order: which members of a partly filled shell the polynomial priors start from
-        (``harmonic_basis.OPEN_SHELL_ORDERS``): ``'filling'`` (|m| ascending) or ``'high_m'``
-        (|m| descending). It changes no parameter shape: one parameter set can be evaluated in
+        (``harmonic_basis.OPEN_SHELL_ORDERS``): ``'filling'`` (``|m|`` ascending) or ``'high_m'``
+        (``|m|`` descending). It changes no parameter shape: one parameter set can be evaluated in
         either sector and the lower energy kept (``qvmc.pretrained.PretrainedModel.estimate``).
     """
     width: int = 32

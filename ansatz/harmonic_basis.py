@@ -29,8 +29,8 @@ def orbital_labels(num_orbitals: int, open_shell_order: str = 'filling') -> List
     """The first ``num_orbitals`` orbitals: complete shells, then members of the partly filled shell.
 
     ``open_shell_order`` picks which members of a partly filled shell come first: ``'filling'``
-    (|m| ascending, the filling order) or ``'high_m'`` (|m| descending, ``cos`` before ``sin``),
-    the sector of rotating Wigner molecules (e.g. polarized N = 7 wants |m| = 3). Complete shells
+    (``|m|`` ascending, the filling order) or ``'high_m'`` (``|m|`` descending, ``cos`` before ``sin``),
+    the sector of rotating Wigner molecules (e.g. polarized N = 7 wants ``|m| = 3``). Complete shells
     are the same in both; inside a shell the choices are degenerate at zero coupling.
     """
     if num_orbitals < 0:

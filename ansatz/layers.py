@@ -53,11 +53,12 @@ class PairBiasedSelfAttention(hk.Module):
     Permutation-equivariant: no positional encoding; the bias is a function of pair
     features only, so permuting electrons permutes rows and columns consistently.
 
-    Args (call):
-      h: per-electron stream ``[N, F]``.
-      pair_bias: ``[H, N, N]`` logits added before the softmax.
-      key_mask: optional ``[N]`` bool, the electrons that may be attended to (padding rows are
-        False: their weight is exactly zero, so they change no other row).
+    Arguments of a call:
+
+    * ``h``: per-electron stream ``[N, F]``.
+    * ``pair_bias``: ``[H, N, N]`` logits added before the softmax.
+    * ``key_mask``: optional ``[N]`` bool, the electrons that may be attended to (padding rows are
+      False: their weight is exactly zero, so they change no other row).
     """
 
     def __init__(self, num_heads: int, head_dim: int, name: Optional[str] = None):

@@ -57,7 +57,7 @@ class Context:
 
     @property
     def spins(self) -> Tuple[int, int]:
-        """The static part: ``(n_up, n_down)``; tasks with equal spins share a compiled step."""
+        """``(n_up, n_down)``, the static part of the context; tasks with equal spins share a compiled step."""
         return (self.n_up, self.n_down)
 
     @property

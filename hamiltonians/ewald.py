@@ -44,7 +44,8 @@ class EwaldSum:
       area: the cell area ``A``.
       n_particles: N, fixed (shapes are static).
       alpha: the splitting parameter (inverse length).
-      r_cut, g_cut: real- and reciprocal-space cut-offs.
+      r_cut: the real-space cut-off.
+      g_cut: the reciprocal-space cut-off.
       images: ``[P, 2]`` lattice vectors summed in real space for every pair.
       gvecs: ``[K, 2]`` half of the nonzero reciprocal vectors with ``|G| ≤ g_cut``.
       constant: the configuration-independent part (own images, self, background).

@@ -13,7 +13,7 @@ from qvmc.state import StepInfo, TaskStats, TrainState
 from qvmc.step import make_train_step
 from qvmc.vmc import VMC, make_task_functions
 
-__version__ = '0.2.0'
+__version__ = '0.3.0'
 
 __all__ = ['natgrad', 'scores', 'Context', 'group_by_spins', 'StepInfo', 'TaskStats', 'TrainState', 'VMC',
            'VMCConfig', 'make_log_psi', 'make_task_functions', 'make_train_step']

@@ -24,7 +24,7 @@ class SampleInfo(NamedTuple):
 
 
 def robust_clip(e_loc: Array, mask: Array, clip_scale: float) -> Tuple[Array, Array]:
-    """Clip to ``median ± clip_scale · mean|E - median|`` with centre and spread from ``mask``ed values.
+    """Clip to ``median ± clip_scale · mean|E - median|`` with centre and spread from the ``mask`` values.
 
     Args:
       e_loc: ``[W]`` local energies (may hold non-finite values where ``mask`` is False).

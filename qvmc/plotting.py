@@ -174,7 +174,7 @@ def plot_pair_correlation(pairs: pd.DataFrame, path: str, max_panels: int = 6) -
 
 
 def plot_wavefunction_slices(slices: pd.DataFrame, electrons: pd.DataFrame, path: str, max_panels: int = 4) -> None:
-    """|ψ(r, r2*, …, rN*)|² (top) and its sign or phase (bottom), fixed electrons marked."""
+    """``|ψ(r, r2*, …, rN*)|²`` (top) and its sign or phase (bottom), fixed electrons marked."""
     groups = _context_groups(slices, max_panels)
     fig, axes = plt.subplots(2, len(groups), figsize=(3.3 * len(groups), 6.4), squeeze=False)
     for i, (label, rows) in enumerate(groups):

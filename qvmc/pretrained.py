@@ -297,7 +297,7 @@ class PretrainedModel:
         """``Predictor.estimate`` at N electrons and coupling λ (keyword arguments: ``num_walkers``,
         ``num_steps``, burn-in bounds). ``rng_key`` defaults to ``PRNGKey(seed)``.
         ``open_shell_order='auto'`` estimates every order of ``open_shell_orders(n)`` and returns the
-        lowest energy (for polarized N = 7 at λ = 8 the |m| = 3 sector, ``'high_m'``); or name one.
+        lowest energy (for polarized N = 7 at λ = 8 the ``|m| = 3`` sector, ``'high_m'``); or name one.
         ``pad_n``: see ``estimates``."""
         orders = None if open_shell_order == 'auto' else [open_shell_order]
         found = self.estimates(n, lam, rng_key, orders=orders, omega=omega, seed=seed, pad_n=pad_n, **kwargs)

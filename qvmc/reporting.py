@@ -26,7 +26,7 @@ def context_traces_to_arviz(traces: Sequence[Mapping[str, Any]], contexts: Seque
     Args:
       traces: per context ``{'energy': [chain, draw], component: [chain, draw], ...}``
         (chain = walker, draw = step).
-      contexts: the matching ``hamiltonians.Context``s.
+      contexts: the matching contexts (``hamiltonians.Context``).
 
     Returns:
       ``InferenceData`` with posterior variables of dims ``(chain, draw, context)``, the context

@@ -114,7 +114,7 @@ class SweepResult(NamedTuple):
         A (→ 1 for uncorrelated electrons), ``pair_density / pairs`` in an open system
         (the probability density of a pair's separation vector).
       wavefunction_slice: ``x``, ``y`` of the moved electron, ``log_abs_psi``, ``psi2``
-        (|ψ|² divided by its maximum on the grid), ``sign`` (real part of ψ/|ψ|), ``phase``.
+        (``|ψ|²`` divided by its maximum on the grid), ``sign`` (real part of ``ψ/|ψ|``), ``phase``.
       slice_electrons: the reference configuration: ``electron``, ``spin``, ``x``, ``y`` (wrapped
         into the supercell for periodic systems), ``moved`` (the electron scanned over the grid).
       traces: ``arviz.InferenceData``: posterior variables ``energy`` and components with

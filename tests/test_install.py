@@ -4,6 +4,7 @@ console tools (``qvmc-models``, ``qvmc-predict``). Marked ``install`` (not in th
 runs ``pytest -m install``): it installs the dependencies into a new environment."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -43,7 +44,10 @@ def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('install')
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV', 'QVMC_MODELS_DIR')}
     env['JAX_PLATFORMS'] = 'cpu'
-    _run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp / 'dist'), ROOT], tmp, env)
+    source = tmp / 'source'  # a copy: a stale build/ of the checkout never reaches the wheel
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        '.git', '.venv', 'venv', 'build', 'dist', '*.egg-info', 'runs', '_build', '__pycache__', 'predictions'))
+    _run([sys.executable, '-m', 'build', '--wheel', '--outdir', str(tmp / 'dist'), str(source)], tmp, env)
     wheels = list((tmp / 'dist').glob('qvmc-*.whl'))
     assert len(wheels) == 1, wheels
     names = zipfile.ZipFile(wheels[0]).namelist()
