@@ -1,8 +1,14 @@
 """Reliability: kills survived with an exact resume, non-finite walkers, a NaN parameter mid-run, and
 invalid inputs rejected up front.
 
-(a) a training process is SIGKILLed at random moments ``QVMC_BENCH_KILLS`` (5) times and resumed;
-    its final checkpoint must equal an uninterrupted run's bit for bit;
+(a) a training process is SIGKILLed ``QVMC_BENCH_KILLS`` (20) times and resumed: at random moments,
+    and every fourth kill inside a checkpoint write (half of its bytes on disk); its final checkpoint
+    must equal an uninterrupted run's bit for bit, its history must have no duplicated row;
+(e) two writers: the same command started twice on one run directory; the second must be refused
+    (the owner named) and write nothing, the first must end identical to an uninterrupted run;
+(f) SIGTERM mid-run: exit status 75 with a checkpoint, then an exact resume;
+(g) a lost host (tests/test_lost_host.py): two processes joined by ``jax.distributed``, one
+    SIGKILLed; the survivor must exit by itself and both, restarted, resume bit-identically;
 (b) 2 electrons at λ = 1 (exact E = 3): a run in which 15 % of the walkers are set to NaN every 50
     steps is compared with a clean run by ``Predictor`` (energies within 3σ);
 (c) one parameter is set to NaN at the first step of a second ``train`` call on the same run
@@ -10,8 +16,8 @@ invalid inputs rejected up front.
 (d) the invalid driver flags of tests/test_driver_flags.py and the invalid ``VMCConfig`` / ``train``
     arguments of tests/test_reliability.py are tried and must all be rejected before any training.
 
-Sizes: QVMC_BENCH_KILLS (5), QVMC_BENCH_STEPS (300), QVMC_BENCH_WALKERS (256), QVMC_BENCH_WIDTH (16),
-QVMC_BENCH_EVAL_STEPS (100). About 6 minutes on a 2-core CPU.
+Sizes: QVMC_BENCH_KILLS (20), QVMC_BENCH_STEPS (300), QVMC_BENCH_WALKERS (256), QVMC_BENCH_WIDTH (16),
+QVMC_BENCH_EVAL_STEPS (100). About 15 minutes on a 2-core CPU.
 """
 
 import contextlib
@@ -28,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
@@ -38,18 +45,26 @@ from qvmc.train import load_history, train
 from envvars import env_int
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KILL_STEPS = 60
+KILL_STEPS = 90
 
 WORKER = os.path.join(ROOT, 'tests', '_train_worker.py')  # the shared training worker
 WORKER_FLAGS = ['--block-length', '8', '--checkpoint-every', '3', '--log-sleep', '0.03',  # as before the
                 '--full-optimization']  # shared worker: longer blocks, all XLA optimizations
 
 
-def _start(worker, run_dir, cache):
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+def _start(worker, run_dir, cache, **env_extra):
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               **env_extra)
     log = open(run_dir + '.log', 'a')
     return subprocess.Popen([sys.executable, worker, run_dir, cache, str(KILL_STEPS), *WORKER_FLAGS], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_file(path, process, timeout=300):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert process.poll() is None and time.time() < deadline, f'{path} did not appear'
+        time.sleep(0.02)
 
 
 def _newest(run_dir):
@@ -73,37 +88,101 @@ def _leaves(run_dir):
                           else v) for k, v in leaves.items()}
 
 
-def test_kills_survived(tmp_path, report):
-    kills = env_int('QVMC_BENCH_KILLS', 5)
-    worker = WORKER
-    cache, reference, run = str(tmp_path / 'cache'), str(tmp_path / 'reference'), str(tmp_path / 'killed')
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    """``(cache, reference run directory)``: the uninterrupted run every case is compared with."""
+    tmp = tmp_path_factory.mktemp('reliability')
+    cache, reference = str(tmp / 'cache'), str(tmp / 'reference')
+    assert _start(WORKER, reference, cache).wait(timeout=900) == 0, open(reference + '.log').read()[-3000:]
+    return cache, reference
+
+
+def _identical(run, reference):
+    """``(final state bit-identical, history identical without duplicated rows)``."""
+    ref, got = _leaves(reference), _leaves(run)
+    equal = sorted(ref) == sorted(got) and all(np.array_equal(ref[k], got[k]) for k in ref)
+    drop = lambda frame: frame.drop(columns=['seconds']).reset_index(drop=True)
+    history = load_history(run)
+    no_duplicates = not history.duplicated(['step', 'context']).any()
+    return equal, no_duplicates and drop(history).equals(drop(load_history(reference)))
+
+
+def test_kills_survived(tmp_path, uninterrupted, report):
+    kills = env_int('QVMC_BENCH_KILLS', 20)
+    cache, reference = uninterrupted
+    run = str(tmp_path / 'killed')
     start = time.time()
-    assert _start(worker, reference, cache).wait(timeout=600) == 0, open(reference + '.log').read()[-3000:]
-    rng, tried, survived, steps_at_kill = random.Random(0), 0, 0, []
-    for _ in range(kills):
+    rng, tried, survived, steps_at_kill, in_write = random.Random(0), 0, 0, [], 0
+    for i in range(kills):
         before = _newest(run)
-        p = _start(worker, run, cache)
-        deadline = time.time() + 300
-        while _newest(run) <= before and p.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.6))
-        if p.poll() is not None:  # finished before the kill: nothing left to interrupt
-            break
+        if i % 4 == 3:  # inside the first checkpoint write of this process: half of the bytes written
+            p = _start(WORKER, run, cache, PAUSE_IN_SAVE_AT='1')
+            _wait_file(os.path.join(run, 'PAUSED'), p)
+            os.remove(os.path.join(run, 'PAUSED'))
+            in_write += 1
+        else:
+            p = _start(WORKER, run, cache)
+            deadline = time.time() + 300
+            while _newest(run) <= before and p.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if p.poll() is not None:  # finished before the kill: nothing left to interrupt
+                break
         os.kill(p.pid, signal.SIGKILL)
         p.wait(timeout=60)
         tried += 1
         survived += _all_readable(run)
         steps_at_kill.append(_newest(run))
-    p = _start(worker, run, cache)
+    p = _start(WORKER, run, cache)
     assert p.wait(timeout=600) == 0, open(run + '.log').read()[-3000:]
-    ref, got = _leaves(reference), _leaves(run)
-    equal = sorted(ref) == sorted(got) and all(np.array_equal(ref[k], got[k]) for k in ref)
-    drop = lambda frame: frame.drop(columns=['seconds'])
-    history_equal = drop(load_history(run)).equals(drop(load_history(reference)))
+    equal, history_equal = _identical(run, reference)
     report({'benchmark': 'reliability (a) SIGKILL + resume', 'kills survived': f'{survived}/{tried}',
-            'checkpoint steps at kills': str(steps_at_kill), 'final state bit-identical': equal,
-            'history identical': history_equal, 'seconds': round(time.time() - start)})
-    assert tried >= 3 and survived == tried and equal and history_equal
+            'kills inside a checkpoint write': in_write, 'checkpoint steps at kills': str(steps_at_kill),
+            'final state bit-identical': equal, 'history identical, no duplicates': history_equal,
+            'seconds': round(time.time() - start)})
+    assert tried >= min(kills, 15) and survived == tried and equal and history_equal
+
+
+def test_second_writer_refused(tmp_path, uninterrupted, report):
+    cache, reference = uninterrupted
+    run = str(tmp_path / 'twice')
+    first = _start(WORKER, run, cache, PAUSE_AT_STEP='5', PAUSE_SECONDS='300')
+    _wait_file(os.path.join(run, 'PAUSED'), first)
+    files = sorted(os.listdir(run))
+    second = _start(WORKER, run, cache)
+    code = second.wait(timeout=300)
+    refused = code != 0 and f'in use by process {first.pid}' in open(run + '.log').read()
+    untouched = sorted(os.listdir(run)) == files
+    open(os.path.join(run, 'CONTINUE'), 'w').close()
+    assert first.wait(timeout=600) == 0, open(run + '.log').read()[-3000:]
+    equal, history_equal = _identical(run, reference)
+    report({'benchmark': 'reliability (e) two writers', 'second refused': refused, 'second status': code,
+            'directory untouched by the second': untouched, 'first run bit-identical': equal,
+            'history identical, no duplicates': history_equal})
+    assert refused and untouched and equal and history_equal
+
+
+def test_sigterm_then_resume(tmp_path, uninterrupted, report):
+    cache, reference = uninterrupted
+    run = str(tmp_path / 'terminated')
+    p = _start(WORKER, run, cache, PAUSE_AT_STEP='7')
+    _wait_file(os.path.join(run, 'PAUSED'), p)
+    os.kill(p.pid, signal.SIGTERM)
+    code = p.wait(timeout=120)
+    at = _newest(run)
+    os.remove(os.path.join(run, 'PAUSED'))
+    assert _start(WORKER, run, cache).wait(timeout=600) == 0, open(run + '.log').read()[-3000:]
+    equal, history_equal = _identical(run, reference)
+    report({'benchmark': 'reliability (f) SIGTERM', 'exit status': code, 'checkpoint at stop': at,
+            'resumed bit-identical': equal, 'history identical, no duplicates': history_equal})
+    assert code == 75 and at == 7 and equal and history_equal
+
+
+def test_lost_host(tmp_path, report):
+    sys.path.insert(0, os.path.join(ROOT, 'tests'))
+    from test_lost_host import lost_host
+    facts = lost_host(tmp_path)
+    report({'benchmark': 'reliability (g) lost host', **facts})
 
 
 def _dot_run(steps, walkers, width, poison_every=0, fraction=0.15):

@@ -51,7 +51,8 @@ from qvmc.runtime import enable_compilation_cache
 from qvmc.analysis import transition_from_sweep
 from qvmc.order_sweep import ObservableSweep, moire_order_observables
 from qvmc.schedule import BlockwiseSchedule
-from qvmc.train import CHECKPOINT_NAME, TrainingInterrupted, load_history, train
+from qvmc.checkpoint import CHECKPOINT_NAME
+from qvmc.train import TrainingInterrupted, load_history, train
 from qvmc.transfer import transfer_state
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path

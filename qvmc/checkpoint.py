@@ -16,6 +16,7 @@ from qvmc.checkpoint_format import (FORMAT_VERSION, LEGACY_MAGIC, MAGIC, META_KE
                                     load, load_payload, restore)
 
 TEMP_PREFIX = '.ckpt-'
+CHECKPOINT_NAME = 'checkpoint.qvmc'  # in a run directory: always the newest checkpoint (a hard link to a numbered one)
 LEGACY_LATEST = 'checkpoint.pkl'
 _NUMBERED = re.compile(r'^checkpoint-(\d{8})\.(qvmc|pkl)$')
 
@@ -181,6 +182,6 @@ def latest_readable(directory: str, latest_name: Optional[str] = 'checkpoint.qvm
     return None, None, failures
 
 
-__all__ = ['FORMAT_VERSION', 'LEGACY_LATEST', 'LEGACY_MAGIC', 'MAGIC', 'META_KEY', 'TEMP_PREFIX', 'check_metadata',
+__all__ = ['CHECKPOINT_NAME', 'FORMAT_VERSION', 'LEGACY_LATEST', 'LEGACY_MAGIC', 'MAGIC', 'META_KEY', 'TEMP_PREFIX', 'check_metadata',
            'decode', 'encode', 'latest_readable', 'list_checkpoints', 'load', 'load_payload', 'numbered_path',
            'remove_temporaries', 'restore', 'save', 'save_rotating', 'write_atomic']

@@ -1,8 +1,7 @@
-"""Shipped pretrained models: export a training checkpoint to a small parameters-only file, and load it by name.
+"""Pretrained models: find model files by name, load them, and predict with them.
 
-A model file is a ``qvmc.checkpoint`` file (header line, SHA-256 line, ``.npz`` body read with
-``allow_pickle=False``, JSON metadata) whose tree is ``{'params': params}`` (no optimizer state, no
-walkers) and whose metadata says how to rebuild everything else::
+The file format (reader, verifier, writer) is ``qvmc.model_file``; ``export_model`` and ``read`` are
+imported from there::
 
     model = pretrained.load('foundation_polarized')   # shipped in the package: qvmc/models/
     est = model.estimate(9, 3.7, num_walkers=256, num_steps=200)
@@ -24,24 +23,15 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ansatz import harmonic_basis
 from ansatz.registry import ANSATZE, make_ansatz
-from hamiltonians import QuantumDot
 from hamiltonians.context import Context
-from qvmc import checkpoint
 from qvmc.config import VMCConfig
+from qvmc.model_file import MODEL_SUFFIX, build, export_model, read, restore_params, spins_for  # noqa: F401
 
-MODEL_KIND = 'qvmc-pretrained-model'
-MODEL_FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
-MODEL_SUFFIX = '.qvmc'
 DEFAULT_MODEL = 'foundation_polarized'
-SYSTEMS = {'QuantumDot': QuantumDot}  # system name -> dataclass rebuilt from its stored fields
-SPIN_SECTORS = ('polarized', 'unpolarized')
-_PARAMS = "['params']"
 MODELS_ENV = 'QVMC_MODELS_DIR'  # extra model directories, searched before the shipped ones
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]*$')
 
@@ -93,93 +83,9 @@ def resolve(name_or_path: str, directory: Optional[str] = None) -> str:
                      f'path of a model file (qvmc-models export writes one from a training run).')
 
 
-# ----- reading -----
-
-def _check_version(meta: Dict[str, Any], path: str) -> None:
-    if meta.get('kind') != MODEL_KIND:
-        raise ValueError(f'{path!r} is not a pretrained model file (it is a training checkpoint?): export it '
-                         'first with qvmc.pretrained.export_model.')
-    version = meta.get('model_format_version')
-    if version not in SUPPORTED_VERSIONS:
-        raise ValueError(f'Pretrained model {path!r} has model format version {version!r}; this qvmc reads '
-                         f'versions {list(SUPPORTED_VERSIONS)}. Upgrade qvmc or re-export the model.')
-
-
-def read(path: str):
-    """``(param_leaves, metadata)`` of a model file, verified (checksum, kind, version); no JAX code runs.
-
-    Raises:
-      ValueError: the file is missing, corrupted or truncated, not a model, or of an unknown version.
-    """
-    try:
-        payload = checkpoint.load_payload(path)
-    except ValueError as err:
-        raise ValueError(f'Pretrained model {path!r} cannot be used: {err}') from None
-    meta = payload['metadata']
-    _check_version(meta, path)
-    leaves = {k[len(_PARAMS):]: v for k, v in payload['leaves'].items() if k.startswith(_PARAMS)}
-    return leaves, meta
-
-
 def read_metadata(name_or_path: str, directory: Optional[str] = None) -> Dict[str, Any]:
     """The verified metadata of a model (name or path); cheap, compiles nothing."""
     return read(resolve(name_or_path, directory))[1]
-
-
-def build(meta: Dict[str, Any]):
-    """``(wavefunction, system)`` from a model's metadata."""
-    ansatz = meta['ansatz']
-    if ansatz['name'] not in ANSATZE:
-        raise ValueError(f'Pretrained model needs ansatz {ansatz["name"]!r}, which this qvmc does not have.')
-    config = ANSATZE[ansatz['name']].config_cls(**ansatz['config'])
-    sys_meta = meta['system']
-    if sys_meta['name'] not in SYSTEMS:
-        raise ValueError(f'Pretrained model needs system {sys_meta["name"]!r}; this qvmc ships {sorted(SYSTEMS)}.')
-    return make_ansatz(ansatz['name'], config), SYSTEMS[sys_meta['name']](**sys_meta['params'])
-
-
-def spins_for(spin_sector: str, n: int):
-    """``(n_up, n_down)`` of N electrons in a model's spin sector."""
-    if spin_sector not in SPIN_SECTORS:
-        raise ValueError(f'Unknown spin sector {spin_sector!r}; expected one of {SPIN_SECTORS}.')
-    return (n, 0) if spin_sector == 'polarized' else ((n + 1) // 2, n // 2)
-
-
-def param_template(wavefunction, system, spins) -> Any:
-    """Parameter shapes (``jax.ShapeDtypeStruct``) the wavefunction builds; traces, compiles nothing."""
-    n = sum(spins)
-    values = Context.make(*spins, **{k: 1.0 for k in system.param_names}).values  # any valid values
-
-    def init():
-        x0 = jnp.arange(n * system.ndim, dtype=jnp.float32).reshape(n, system.ndim) * 0.1
-        cond = jnp.asarray(system.context_features(values, *spins), jnp.float32)
-        return wavefunction.init(jax.random.PRNGKey(0), x0, cond, spins, 0.0)
-    return jax.eval_shape(init)
-
-
-def _restore_params(leaves: Dict[str, Any], wavefunction, system, meta: Dict[str, Any], path: str):
-    """Stored leaves as the ansatz's parameter tree; ``ValueError`` naming the first differing leaf."""
-    points = meta['training_set']['contexts']
-    spins = (points[0]['n_up'], points[0]['n_down']) if points else spins_for(meta['spin_sector'], 2)
-    template = param_template(wavefunction, system, spins)
-    flat = {jax.tree_util.keystr(p): t for p, t in jax.tree_util.tree_flatten_with_path(template)[0]}
-    what = f'{meta["ansatz"]["name"]} with {meta["ansatz"]["config"]}'
-    for key, t in flat.items():
-        if key not in leaves:
-            raise ValueError(f'Pretrained model {path!r} lacks parameter {key} that its ansatz ({what}) needs.')
-        got = np.asarray(leaves[key])
-        if tuple(got.shape) != tuple(t.shape):
-            raise ValueError(f'Pretrained model {path!r}: parameter {key} has shape {tuple(got.shape)} in the '
-                             f'file, but the ansatz its stored config builds ({what}) expects {tuple(t.shape)}.')
-        if got.dtype.kind != 'f':
-            raise ValueError(f'Pretrained model {path!r}: parameter {key} has dtype {got.dtype}, expected floats.')
-    extra = sorted(set(leaves) - set(flat))
-    if extra:
-        raise ValueError(f'Pretrained model {path!r} has parameter {extra[0]} that its ansatz ({what}) does not '
-                         f'have ({len(extra)} such leaves).')
-    stored = {k: jax.ShapeDtypeStruct(np.shape(leaves[k]), np.asarray(leaves[k]).dtype) for k in flat}
-    template = jax.tree_util.tree_unflatten(jax.tree.structure(template), [stored[k] for k in flat])
-    return checkpoint.restore(leaves, template)
 
 
 class PretrainedModel:
@@ -304,12 +210,6 @@ class PretrainedModel:
         return min(found.values(), key=lambda est: est.energy.mean)
 
 
-def export_model(source: str, out_path: str, card: Optional[Dict[str, Any]] = None, **kwargs) -> Dict[str, Any]:
-    """Writes a model file from a training checkpoint; see ``qvmc.model_export.export_model``."""
-    from qvmc.model_export import export_model as export  # pylint: disable=import-outside-toplevel
-    return export(source, out_path, card, **kwargs)
-
-
 def load(name_or_path: str, directory: Optional[str] = None) -> PretrainedModel:
     """Loads a model by name (``search_path``: ``$QVMC_MODELS_DIR``, then the shipped models) or a model
     file by path (``directory``: search only there).
@@ -322,7 +222,7 @@ def load(name_or_path: str, directory: Optional[str] = None) -> PretrainedModel:
     path = resolve(name_or_path, directory)
     leaves, meta = read(path)
     wavefunction, system = build(meta)
-    params = _restore_params(leaves, wavefunction, system, meta, path)
+    params = restore_params(leaves, wavefunction, system, meta, path)
     return PretrainedModel(path, params, wavefunction, system, meta)
 
 

@@ -11,10 +11,9 @@ import numpy as np
 
 import samplers
 from qvmc import checkpoint, parallel
+from qvmc.checkpoint import CHECKPOINT_NAME, LEGACY_LATEST
 from qvmc.state import TrainState
 
-CHECKPOINT_NAME = 'checkpoint.qvmc'  # always the newest checkpoint (a hard link to a numbered one)
-LEGACY_CHECKPOINT_NAME = 'checkpoint.pkl'
 CHECKED_KEYS = ('param_shapes', 'contexts', 'schedule')
 
 
@@ -131,8 +130,8 @@ def resume(vmc, state: TrainState, rng_key, run_dir: str, metadata: Dict[str, An
     if removed:
         say(f'removed {removed} unfinished checkpoint temporary file(s) from {run_dir}')
     path, payload, failures = checkpoint.latest_readable(run_dir, CHECKPOINT_NAME, allow_pickle=allow_pickle)
-    if path is None and not failures and os.path.exists(os.path.join(run_dir, LEGACY_CHECKPOINT_NAME)):
-        path, payload, failures = checkpoint.latest_readable(run_dir, LEGACY_CHECKPOINT_NAME, allow_pickle)
+    if path is None and not failures and os.path.exists(os.path.join(run_dir, LEGACY_LATEST)):
+        path, payload, failures = checkpoint.latest_readable(run_dir, LEGACY_LATEST, allow_pickle)
     if path is None:
         if failures:
             raise ValueError(f'No readable checkpoint in {run_dir!r}; nothing was changed. '

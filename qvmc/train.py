@@ -17,7 +17,8 @@ from qvmc.config import check_int
 from qvmc.guard import Failure, Guard, StopSignals, TrainingInterrupted, health, nonfinite_leaves  # noqa: F401
 from qvmc.history import (BURN_IN_NAME, HISTORY_NAME, CsvAppender, Progress, burn_in_rows, format_seconds,  # noqa: F401
                           history_rows, load_burn_in, load_history, truncate_csv)
-from qvmc.resume import CHECKPOINT_NAME, model_metadata, resume, state_metadata, state_tree, vmc_params_template  # noqa: F401
+from qvmc.checkpoint import CHECKPOINT_NAME
+from qvmc.resume import model_metadata, resume, state_metadata, state_tree, vmc_params_template  # noqa: F401
 from qvmc.runlock import RunDirectoryLocked, RunLock  # noqa: F401
 from qvmc.state import TrainState
 from qvmc.vmc import VMC

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from qvmc import checkpoint
-from qvmc.resume import CHECKPOINT_NAME, vmc_params_template
+from qvmc.checkpoint import CHECKPOINT_NAME
+from qvmc.resume import vmc_params_template
 from samplers.types import Params, PRNGKey
 from qvmc.state import TrainState
 from qvmc.vmc import VMC

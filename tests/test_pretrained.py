@@ -17,7 +17,7 @@ from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
 from hamiltonians.references import reference
 from hamiltonians.system import make_psi
-from qvmc import VMC, VMCConfig, checkpoint, pretrained, resume
+from qvmc import VMC, VMCConfig, checkpoint, model_file, pretrained, resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'examples'))
@@ -43,7 +43,7 @@ def exported(tmp_path_factory):
     vmc = VMC(wavefunction, dot, contexts, optax.adam(1e-3), VMCConfig(num_walkers=8))
     key = jax.random.PRNGKey(0)
     state = vmc.init(key)
-    ckpt = str(tmp / 'run' / resume.CHECKPOINT_NAME)
+    ckpt = str(tmp / 'run' / checkpoint.CHECKPOINT_NAME)
     os.makedirs(os.path.dirname(ckpt))
     resume.save_state(ckpt, state, key, resume.model_metadata(vmc, run_config=RUN_CONFIG))
     models = tmp / 'models'
@@ -85,7 +85,7 @@ def test_round_trip_identical_params_and_wavefunction(exported):
     assert meta['system'] == {'name': 'QuantumDot', 'params': {'max_electrons': 30, 'default_omega': 1.0, 'ndim': 2}}
     assert meta['training_set']['contexts'] == [{'n_up': 3, 'n_down': 0, 'lam': 1.0, 'omega': 1.0},
                                                 {'n_up': 3, 'n_down': 0, 'lam': 4.0, 'omega': 1.0}]
-    assert meta['model_format_version'] == pretrained.MODEL_FORMAT_VERSION
+    assert meta['model_format_version'] == model_file.MODEL_FORMAT_VERSION
     assert meta['card']['energy_table'][0]['reference'] is None  # NaN stored as null
     assert os.path.getsize(exported['path']) < os.path.getsize(exported['ckpt'])
     assert [c.label() for c in model.training_contexts] == ['N=3(3,0) lam=1 omega=1', 'N=3(3,0) lam=4 omega=1']

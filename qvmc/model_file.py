@@ -1,8 +1,11 @@
-"""Writing shipped model files: a training checkpoint (or run directory) to a parameters-only model file.
+"""The model file: format constants, reader, verifier and writer of parameters-only ``.qvmc`` model files.
 
-The file format and the reader live in ``qvmc.pretrained``; this module writes what it reads::
+A model file is a ``qvmc.checkpoint`` file (header line, SHA-256 line, ``.npz`` body read with
+``allow_pickle=False``, JSON metadata) whose tree is ``{'params': params}`` (no optimizer state, no
+walkers) and whose metadata says how to rebuild everything else (ansatz config, system, spin sector,
+training set, sampler settings, card). ``qvmc.pretrained`` finds and loads models by name on top of it::
 
-    python -m qvmc.pretrained export runs/foundation_polarized qvmc/models/foundation_polarized.qvmc --card card.json
+    qvmc-models export runs/foundation_polarized my_model.qvmc --card card.json
 """
 
 import dataclasses
@@ -11,18 +14,111 @@ import math
 import os
 from typing import Any, Dict, List, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ansatz.registry import ANSATZE
+from ansatz.registry import ANSATZE, make_ansatz
 from hamiltonians import QuantumDot, padding
+from hamiltonians.context import Context
 from qvmc import checkpoint
-from qvmc.pretrained import (MODEL_FORMAT_VERSION, MODEL_KIND, MODEL_SUFFIX, SPIN_SECTORS, _PARAMS,
-                             _check_version, _restore_params, build)
-from qvmc.resume import CHECKPOINT_NAME
+from qvmc.checkpoint import CHECKPOINT_NAME
+
+MODEL_KIND = 'qvmc-pretrained-model'
+MODEL_FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MODEL_SUFFIX = '.qvmc'
+SYSTEMS = {'QuantumDot': QuantumDot}  # system name -> dataclass rebuilt from its stored fields
+SPIN_SECTORS = ('polarized', 'unpolarized')
+_PARAMS = "['params']"
 
 # VMCConfig fields that describe sampling and measurement (the rest is training-only).
 _SAMPLING_KEYS = ('sampler', 'mcmc_substeps', 'target_acceptance', 'kinetic_method', 'initial_step_size',
                   'chunk_size', 'reseed_bad_walkers')
+
+
+# ----- reading and verifying -----
+
+def _check_version(meta: Dict[str, Any], path: str) -> None:
+    if meta.get('kind') != MODEL_KIND:
+        raise ValueError(f'{path!r} is not a pretrained model file (it is a training checkpoint?): export it '
+                         'first with qvmc.pretrained.export_model.')
+    version = meta.get('model_format_version')
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f'Pretrained model {path!r} has model format version {version!r}; this qvmc reads '
+                         f'versions {list(SUPPORTED_VERSIONS)}. Upgrade qvmc or re-export the model.')
+
+
+def read(path: str):
+    """``(param_leaves, metadata)`` of a model file, verified (checksum, kind, version); no JAX code runs.
+
+    Raises:
+      ValueError: the file is missing, corrupted or truncated, not a model, or of an unknown version.
+    """
+    try:
+        payload = checkpoint.load_payload(path)
+    except ValueError as err:
+        raise ValueError(f'Pretrained model {path!r} cannot be used: {err}') from None
+    meta = payload['metadata']
+    _check_version(meta, path)
+    leaves = {k[len(_PARAMS):]: v for k, v in payload['leaves'].items() if k.startswith(_PARAMS)}
+    return leaves, meta
+
+
+def build(meta: Dict[str, Any]):
+    """``(wavefunction, system)`` from a model's metadata."""
+    ansatz = meta['ansatz']
+    if ansatz['name'] not in ANSATZE:
+        raise ValueError(f'Pretrained model needs ansatz {ansatz["name"]!r}, which this qvmc does not have.')
+    config = ANSATZE[ansatz['name']].config_cls(**ansatz['config'])
+    sys_meta = meta['system']
+    if sys_meta['name'] not in SYSTEMS:
+        raise ValueError(f'Pretrained model needs system {sys_meta["name"]!r}; this qvmc ships {sorted(SYSTEMS)}.')
+    return make_ansatz(ansatz['name'], config), SYSTEMS[sys_meta['name']](**sys_meta['params'])
+
+
+def spins_for(spin_sector: str, n: int):
+    """``(n_up, n_down)`` of N electrons in a model's spin sector."""
+    if spin_sector not in SPIN_SECTORS:
+        raise ValueError(f'Unknown spin sector {spin_sector!r}; expected one of {SPIN_SECTORS}.')
+    return (n, 0) if spin_sector == 'polarized' else ((n + 1) // 2, n // 2)
+
+
+def param_template(wavefunction, system, spins) -> Any:
+    """Parameter shapes (``jax.ShapeDtypeStruct``) the wavefunction builds; traces, compiles nothing."""
+    n = sum(spins)
+    values = Context.make(*spins, **{k: 1.0 for k in system.param_names}).values  # any valid values
+
+    def init():
+        x0 = jnp.arange(n * system.ndim, dtype=jnp.float32).reshape(n, system.ndim) * 0.1
+        cond = jnp.asarray(system.context_features(values, *spins), jnp.float32)
+        return wavefunction.init(jax.random.PRNGKey(0), x0, cond, spins, 0.0)
+    return jax.eval_shape(init)
+
+
+def restore_params(leaves: Dict[str, Any], wavefunction, system, meta: Dict[str, Any], path: str):
+    """Stored leaves as the ansatz's parameter tree; ``ValueError`` naming the first differing leaf."""
+    points = meta['training_set']['contexts']
+    spins = (points[0]['n_up'], points[0]['n_down']) if points else spins_for(meta['spin_sector'], 2)
+    template = param_template(wavefunction, system, spins)
+    flat = {jax.tree_util.keystr(p): t for p, t in jax.tree_util.tree_flatten_with_path(template)[0]}
+    what = f'{meta["ansatz"]["name"]} with {meta["ansatz"]["config"]}'
+    for key, t in flat.items():
+        if key not in leaves:
+            raise ValueError(f'Pretrained model {path!r} lacks parameter {key} that its ansatz ({what}) needs.')
+        got = np.asarray(leaves[key])
+        if tuple(got.shape) != tuple(t.shape):
+            raise ValueError(f'Pretrained model {path!r}: parameter {key} has shape {tuple(got.shape)} in the '
+                             f'file, but the ansatz its stored config builds ({what}) expects {tuple(t.shape)}.')
+        if got.dtype.kind != 'f':
+            raise ValueError(f'Pretrained model {path!r}: parameter {key} has dtype {got.dtype}, expected floats.')
+    extra = sorted(set(leaves) - set(flat))
+    if extra:
+        raise ValueError(f'Pretrained model {path!r} has parameter {extra[0]} that its ansatz ({what}) does not '
+                         f'have ({len(extra)} such leaves).')
+    stored = {k: jax.ShapeDtypeStruct(np.shape(leaves[k]), np.asarray(leaves[k]).dtype) for k in flat}
+    template = jax.tree_util.tree_unflatten(jax.tree.structure(template), [stored[k] for k in flat])
+    return checkpoint.restore(leaves, template)
 
 
 def _plain_card(value: Any) -> Any:
@@ -152,6 +248,6 @@ def export_model(source: str, out_path: str, card: Optional[Dict[str, Any]] = No
     model_meta['param_shapes'] = {k: {'shape': list(np.shape(v)), 'dtype': np.asarray(v).dtype.name}
                                   for k, v in params_leaves.items()}
     wavefunction, system = build(model_meta)
-    params = _restore_params(params_leaves, wavefunction, system, model_meta, path)
+    params = restore_params(params_leaves, wavefunction, system, model_meta, path)
     checkpoint.save(out_path, {'params': params}, model_meta)
     return model_meta
