@@ -183,7 +183,7 @@ def test_time_to_energy(report):
         if t % 5 == 0:
             ng = natgrad.last_info(state.opt_state)
             rows.append({'step': t, 'wall_s': time.time() - start, 'energy_per_electron': float(info.loss) / n,
-                         'variance': float(info.tasks[0].variance), 'norm_scale': float(ng.norm_scale)})
+                         'variance': float(info.blocks[0].variance), 'norm_scale': float(ng.norm_scale)})
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     frame['smoothed_50'] = frame['energy_per_electron'].rolling(10, min_periods=1).mean()

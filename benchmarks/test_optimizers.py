@@ -101,7 +101,7 @@ def test_per_context_normalization(normalize, report):
     energies = []
     for t in range(steps):
         state, info = vmc.step(jax.random.PRNGKey(100 + t), state)
-        energies.append([float(s.energy) for s in info.tasks])
+        energies.append([float(s.energy) for s in info.blocks])
     final = np.mean(np.asarray(energies)[-WINDOW:], axis=0)
     report({'benchmark': 'per-context normalization (Adam)', 'normalize': normalize, 'steps': steps,
             'N=2 minus exact (mHa)': 1e3 * (final[0] - 3.0), 'N=6 minus DMC (mHa)': 1e3 * (final[1] - DMC)})

@@ -108,7 +108,7 @@ def test_step_and_laplacian_cost_vs_n(name, n, report):
     step_seconds = (time.perf_counter() - start) / 3
     e_loc = jax.jit(jax.vmap(make_local_energy(make_log_psi(wf, dot, ctx.spins), dot.potential_components, 'folx'),
                              in_axes=(None, 0, None)))
-    walkers = state.tasks[0].walkers
+    walkers = state.chains[0].walkers
     jax.block_until_ready(e_loc(state.params, walkers, ctx.values))
     start = time.perf_counter()
     jax.block_until_ready(e_loc(state.params, walkers, ctx.values))

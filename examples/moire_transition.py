@@ -264,9 +264,6 @@ def parse_args(argv=None):
                        help='sweep interval (default: the training interval; with --lam: that λ alone; 0 ≤ lo < hi)')
     sweep.add_argument('--eval-walkers', type=positive_int, default=128)
     sweep.add_argument('--eval-steps', type=positive_int, default=100, help='measurement MCMC calls per λ')
-    sweep.add_argument('--order-steps', type=positive_int, default=None,
-                       help='deprecated: the order parameters are recorded on the measurement draws '
-                            '(--eval-steps); a value given here replaces --eval-steps')
     sweep.add_argument('--burn-in', type=nonnegative_int, nargs=3, default=(10, 20, 300),
                        metavar=('CHUNK', 'MIN', 'MAX'),
                        help='equilibration: CHUNK ≥ 4, 0 ≤ MIN ≤ MAX, MAX ≥ 2·CHUNK')
@@ -350,10 +347,7 @@ def main():
 def run_sweep(args, system, wavefunction, config, params, key_sweep, burn, start):
     """The λ sweep with order parameters, the transition fit (≥ 5 points) and every table and figure."""
     grid = [system.context(args.electrons, 0, lam=lam) for lam in sweep_grid(args)]
-    num_steps = args.eval_steps if args.order_steps is None else args.order_steps
-    if num_steps != args.eval_steps:
-        print(f'--order-steps {num_steps} (deprecated): the order parameters are recorded on the measurement '
-              f'draws, so every λ is measured with {num_steps} draws instead of --eval-steps {args.eval_steps}')
+    num_steps = args.eval_steps  # the order parameters are recorded on the same measurement draws
     sweep = ObservableSweep(wavefunction, system, config, observables=moire_order_observables(system),
                             density_bins=36, pair_bins=30, slice_bins=36)
     result = sweep.run(params, grid, key_sweep, num_walkers=args.eval_walkers, num_steps=num_steps,

@@ -9,11 +9,11 @@ from hamiltonians.context import Context, group_by_spins
 from hamiltonians.system import make_log_psi
 from qvmc import natgrad, scores
 from qvmc.config import VMCConfig
-from qvmc.state import StepInfo, TaskStats, TrainState
+from qvmc.state import BlockStats, StepInfo, TrainState
 from qvmc.step import make_train_step
-from qvmc.vmc import VMC, make_task_functions
+from qvmc.vmc import VMC
 
 __version__ = '0.3.0'
 
-__all__ = ['natgrad', 'scores', 'Context', 'group_by_spins', 'StepInfo', 'TaskStats', 'TrainState', 'VMC',
-           'VMCConfig', 'make_log_psi', 'make_task_functions', 'make_train_step']
+__all__ = ['natgrad', 'scores', 'Context', 'group_by_spins', 'StepInfo', 'BlockStats', 'TrainState', 'VMC',
+           'VMCConfig', 'make_log_psi', 'make_train_step']

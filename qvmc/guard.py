@@ -143,7 +143,7 @@ class Guard:
                 continue
             self.consecutive += 1
             self.streak_start = step if self.streak_start is None else self.streak_start
-            for ctx, stats in zip(ctxs, info.tasks):
+            for ctx, stats in zip(ctxs, info.blocks):
                 if not np.isfinite(float(stats.energy)) and ctx.label() not in self.bad_contexts:
                     self.bad_contexts.append(ctx.label())
         if not finite:

@@ -29,7 +29,7 @@ def history_rows(step: int, info: StepInfo, seconds: float, contexts: Sequence) 
     """
     info = jax.device_get(info)
     rows = []
-    for ctx, st in zip(contexts, info.tasks):
+    for ctx, st in zip(contexts, info.blocks):
         row = {'step': step, 'context': ctx.label()}
         row.update(ctx.as_dict())
         row.update(energy=float(st.energy), variance=float(st.variance), acceptance=float(st.acceptance),
@@ -85,15 +85,15 @@ class Progress:
         rate = (now - self._first_time) / done if done > 0 else float('nan')
         eta = rate * (self.num_steps - step)
         info = jax.device_get(info)
-        variance = np.mean([float(t.variance) for t in info.tasks])
-        acceptance = np.mean([float(t.acceptance) for t in info.tasks])
+        variance = np.mean([float(t.variance) for t in info.blocks])
+        acceptance = np.mean([float(t.acceptance) for t in info.blocks])
         line = (f'step {step:{len(str(self.num_steps))}d}/{self.num_steps} {100 * step / self.num_steps:3.0f}%  '
                 f'E {float(info.loss):.5f}  var {variance:.3e}  acc {acceptance:.2f}  '
                 f'{rate:.3f} s/step  ETA {format_seconds(eta)}')
         if info.optimizer is not None:  # natural gradient: the factor the Fisher-norm cap applied (1: not bound)
             line += f'  cap {float(info.optimizer.norm_scale):.2f}'
         if len(contexts) <= 6:
-            line += '  | ' + ' '.join(f'{c.label()}: {float(t.energy):.4f}' for c, t in zip(contexts, info.tasks))
+            line += '  | ' + ' '.join(f'{c.label()}: {float(t.energy):.4f}' for c, t in zip(contexts, info.blocks))
         if not info.accepted:
             line += '  [update rejected: non-finite]'
         self.print_fn(line)

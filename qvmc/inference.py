@@ -53,7 +53,7 @@ class EnergyEstimate(NamedTuple):
 
     Attributes:
       context: the context estimated.
-      energy: ``qvmc.stats.Stats`` of the local energy.
+      energy: ``samplers.stats.Stats`` of the local energy.
       components: ``{name: Stats}`` for kinetic, trap, interaction, ...
       burn_in_steps: MCMC calls spent equilibrating (decided by the drift check).
       equilibrated: whether the drift check passed before ``max_burn_in``.

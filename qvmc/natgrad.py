@@ -103,9 +103,6 @@ class NaturalGradientState(NamedTuple):
     info: NaturalGradientInfo
 
 
-NaturalGradient = optax.GradientTransformationExtraArgs  # the type every optimizer here has
-
-
 def uses_scores(opt_state: Any) -> bool:
     """True if ``opt_state`` (of any optax chain or wrapper) holds a natural-gradient state,
     i.e. the optimizer needs per-walker ``scores`` among its extra arguments."""
@@ -202,7 +199,7 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
                       space: str, momentum: float = 0.0, max_norm: Optional[ScalarOrSchedule] = None,
                       normalize_energy_scale: bool = False, solver: str = 'cholesky',
                       cg_tol: float = 1e-10, cg_maxiter: Optional[int] = None,
-                      kernel_precision: str = 'float64') -> NaturalGradient:
+                      kernel_precision: str = 'float64') -> optax.GradientTransformationExtraArgs:
     """Shared builder; validates in Python, returns pure ``init``/``update``."""
     lr_fn = _schedule(learning_rate, 'learning_rate', allow_zero=True)
     shift_fn = _schedule(diag_shift, 'diag_shift', allow_zero=(space == 'parameter'))
@@ -273,7 +270,7 @@ def _natural_gradient(name: str, learning_rate: ScalarOrSchedule, diag_shift: Sc
 
 def sr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
        max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False,
-       solver: str = 'cholesky', cg_tol: float = 1e-10, cg_maxiter: Optional[int] = None) -> NaturalGradient:
+       solver: str = 'cholesky', cg_tol: float = 1e-10, cg_maxiter: Optional[int] = None) -> optax.GradientTransformationExtraArgs:
     """Stochastic reconfiguration: solve ``(S + εI) δ = g`` in parameter space.
 
     Args:
@@ -292,7 +289,7 @@ def sr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
 
 def minsr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, *,
           max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False,
-          kernel_precision: str = 'float64') -> NaturalGradient:
+          kernel_precision: str = 'float64') -> optax.GradientTransformationExtraArgs:
     """minSR: ``δ = Ōᵀ (ŌŌᵀ + εI)⁻¹ 2ē`` with a float64 ``[B, B]`` Cholesky solve (ε > 0).
 
     Equal to ``sr`` with the same ε (push-through identity); cheaper when B < P.
@@ -309,7 +306,7 @@ def minsr(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, 
 
 def spring(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3, momentum: float = 0.9, *,
            max_norm: Optional[ScalarOrSchedule] = None, normalize_energy_scale: bool = False,
-           kernel_precision: str = 'float64') -> NaturalGradient:
+           kernel_precision: str = 'float64') -> optax.GradientTransformationExtraArgs:
     """SPRING (Goldshlager, Abrahamsen & Lin 2024): minSR with the previous direction as prior.
 
     ``δ_k = Ōᵀ (ŌŌᵀ + εI)⁻¹ (2ē - μ Ō δ_{k-1}) + μ δ_{k-1}``, μ = ``momentum`` in [0, 1]
@@ -319,30 +316,6 @@ def spring(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3,
     return _natural_gradient('spring', learning_rate, diag_shift, 'sample', momentum=momentum,
                              max_norm=max_norm, normalize_energy_scale=normalize_energy_scale,
                              kernel_precision=kernel_precision)
-
-
-def as_natural_gradient(tx: optax.GradientTransformation,
-                        normalize_energy_scale: bool = False) -> optax.GradientTransformationExtraArgs:
-    """Deprecated: optax optimizers are used as they are (``optax.with_extra_args_support``).
-
-    Kept for older drivers: ``update(grads, state, params=None, **extra_args)`` calls
-    ``tx.update``; if ``grads`` is None it is formed from the ``scores``, ``local_energies``,
-    ``context_ids`` and ``context_weights`` (or ``num_contexts``) extra arguments.
-    """
-    warnings.warn('natgrad.as_natural_gradient is deprecated: pass the optax optimizer itself.',
-                  DeprecationWarning, stacklevel=2)
-
-    def update(grads, state, params=None, *, scores=None, local_energies=None, context_ids=None,
-               num_contexts=None, context_weights=None, **extra_args):
-        if grads is None:
-            if params is None or scores is None:
-                raise ValueError('as_natural_gradient: pass grads, or params together with '
-                                 'scores, local_energies and context_ids.')
-            grads = make_unravel(params)(energy_gradient(scores, local_energies, context_ids, num_contexts,
-                                                         context_weights, normalize_energy_scale))
-        return tx.update(grads, state, params)
-
-    return optax.GradientTransformationExtraArgs(tx.init, update)
 
 
 def _all_finite(tree) -> Array:

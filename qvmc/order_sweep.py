@@ -12,7 +12,6 @@ followed by ``observable_steps`` (draws recorded), ``observable_acceptance`` and
 Cost: one ``fn`` evaluation per walker and draw; no extra wavefunction evaluations.
 """
 
-import warnings
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 from hamiltonians.context import Context
 from hamiltonians.moire_order import make_order_parameter_fn
 from qvmc.config import VMCConfig
-from qvmc.sweep import Sweep, observable_columns  # noqa: F401  (observable_columns: re-exported)
+from qvmc.sweep import Sweep
 
 ObservableFactory = Callable[[Context], Optional[Callable]]
 
@@ -33,9 +32,6 @@ class ObservableSweep(Sweep):
       observables: ``observables(ctx) -> fn`` with ``fn(x [N, D]) -> {name: array}`` a pure,
         jit-safe function of one walker (vmapped by ``Sweep``), or None to record nothing at ``ctx``.
         Called once per particle content with the host context (the result is cached by ``ctx.spins``).
-      observable_steps: deprecated. The observables are recorded on the measurement's own draws,
-        so their number is ``measure``'s ``num_steps``; a value given here (with a
-        ``DeprecationWarning``) replaces ``num_steps`` for every context, energies included.
       **sweep_kwargs: ``density_bins``, ``pair_bins``, ``slice_bins``, ``slice_electron``.
 
     After ``run`` (or ``measure``), ``observable_traces[context label]`` holds the recorded
@@ -43,17 +39,9 @@ class ObservableSweep(Sweep):
     """
 
     def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), *, observables: ObservableFactory,
-                 observable_steps: Optional[int] = None, **sweep_kwargs):
-        if observable_steps is not None and (isinstance(observable_steps, bool)
-                                             or not isinstance(observable_steps, int) or observable_steps < 1):
-            raise ValueError(f'observable_steps must be an integer >= 1 or None, got {observable_steps!r}.')
-        if observable_steps is not None:
-            warnings.warn('ObservableSweep(observable_steps=...) is deprecated: the observables are recorded on '
-                          'the measurement draws, so observable_steps now sets num_steps of every context; pass '
-                          'num_steps to run/measure instead.', DeprecationWarning, stacklevel=2)
+                 **sweep_kwargs):
         super().__init__(wavefunction, system, config, observables=self._observe, **sweep_kwargs)
         self.observables = observables
-        self.observable_steps = observable_steps
         self.observable_traces: Dict[str, Dict[str, np.ndarray]] = {}
         self._per_content: Dict[tuple, Optional[Callable]] = {}
 
@@ -66,7 +54,6 @@ class ObservableSweep(Sweep):
         """``Sweep.measure`` with the observables recorded on its draws (their columns join the row)."""
         if ctx.spins not in self._per_content:
             self._per_content[ctx.spins] = self.observables(ctx)
-        num_steps = self.observable_steps or num_steps
         result = super().measure(params, ctx, rng_key, num_steps=num_steps, **kwargs)
         if self._per_content[ctx.spins] is None:
             return result

@@ -248,7 +248,7 @@ def cast_params(params, dtype: str):
 
 def cast_walkers(state, dtype: str):
     """Walkers and step sizes of every walker block cast to ``dtype``; the network follows the walkers'
-    dtype (see ``qvmc.vmc.make_log_psi``), while local-energy potentials, energy statistics,
+    dtype (see ``hamiltonians.system.make_log_psi``), while local-energy potentials, energy statistics,
     gradient sums and natural-gradient solves stay in float64 when ``jax_enable_x64`` is on."""
     check_dtype(dtype)
     chains = tuple(c._replace(walkers=c.walkers.astype(dtype), step_size=c.step_size.astype(dtype))

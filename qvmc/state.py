@@ -80,20 +80,16 @@ class TrainState:
                                                    if k != padding.ACTIVE}))
         return tuple(out)
 
-    @property
-    def tasks(self) -> Tuple[ChainState, ...]:
-        """Deprecated name of ``chains``."""
-        return self.chains
-
     def _replace(self, **changes) -> 'TrainState':
-        """A copy with fields changed; ``contexts=`` sets ``values`` and ``spins``, ``tasks=`` is ``chains=``."""
-        if 'tasks' in changes:
-            changes['chains'] = tuple(changes.pop('tasks'))
-        if 'contexts' in changes:
-            contexts, pad = tuple(changes.pop('contexts')), self.pad
-            changes['values'] = tuple(context_values(c, pad) for c in contexts)
-            changes['spins'] = tuple(c.spins if pad is None else pad for c in contexts)
+        """A copy with fields changed (NamedTuple style); only the dataclass's fields are accepted."""
         return dataclasses.replace(self, **changes)
+
+    def with_contexts(self, contexts: Sequence[Context]) -> 'TrainState':
+        """A copy whose walker blocks sample ``contexts`` (their values and particle contents; the
+        state's padding, if any, is kept)."""
+        contexts, pad = tuple(contexts), self.pad
+        return dataclasses.replace(self, values=tuple(context_values(c, pad) for c in contexts),
+                                   spins=tuple(c.spins if pad is None else tuple(pad) for c in contexts))
 
     def as_dict(self) -> Dict[str, Any]:
         """The arrays of the state as a plain nested dict (for checkpoints), spins included."""
@@ -107,7 +103,7 @@ jax.tree_util.register_dataclass(TrainState, data_fields=['step', 'params', 'opt
                                                           'num_rejected'], meta_fields=['spins'])
 
 
-class TaskStats(NamedTuple):
+class BlockStats(NamedTuple):
     """Per-step statistics of one walker block (means over healthy walkers, unclipped)."""
     energy: Array
     variance: Array
@@ -124,6 +120,6 @@ class StepInfo(NamedTuple):
     when it logs, so steps are not synchronised with the host.
     """
     loss: Array
-    tasks: Tuple[TaskStats, ...]
+    blocks: Tuple[BlockStats, ...]  # one per walker block, in the order of the state's chains
     accepted: Array
     optimizer: Any = None  # natural gradients: this update's natgrad.NaturalGradientInfo, else None

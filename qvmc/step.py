@@ -14,7 +14,7 @@ from qvmc.config import VMCConfig
 from qvmc.estimator import (BlockFunctions, block_gradient, block_score_rows, estimate_block,
                             make_block_functions)
 from qvmc.scores import make_unravel
-from qvmc.state import StepInfo, TaskStats, TrainState
+from qvmc.state import BlockStats, StepInfo, TrainState
 from samplers.types import Params, PRNGKey
 
 
@@ -90,7 +90,7 @@ def make_train_step(wavefunction, system, optimizer: optax.GradientTransformatio
                     out = block_score_rows(fns, params, chain.walkers, values, est)
                 else:
                     out = block_gradient(fns, params, chain.walkers, values, est)
-                st = TaskStats(est.energy, est.variance, info.acceptance, est.components, info.num_nonfinite,
+                st = BlockStats(est.energy, est.variance, info.acceptance, est.components, info.num_nonfinite,
                                est.num_bad_walkers)
                 return chain, st, out
 

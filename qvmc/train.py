@@ -5,7 +5,7 @@ graceful stop. Its services live in ``qvmc.history`` (CSV logs, progress line), 
 
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
 import numpy as np
@@ -13,6 +13,7 @@ import numpy as np
 import samplers
 
 from qvmc import checkpoint
+from qvmc.callbacks import Callback, check_callbacks
 from qvmc.config import check_int
 from qvmc.guard import Failure, Guard, StopSignals, TrainingInterrupted, health, nonfinite_leaves  # noqa: F401
 from qvmc.history import (BURN_IN_NAME, HISTORY_NAME, CsvAppender, Progress, burn_in_rows, format_seconds,  # noqa: F401
@@ -33,7 +34,8 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
           total_walkers: Optional[int] = None, keep_checkpoints: int = 3,
           burn_in_options: Optional[Dict[str, int]] = None,
           run_config: Optional[Dict[str, Any]] = None, allow_pickle: bool = False,
-          max_rejections: int = 5, max_retries: int = 2, allow_missing_history: bool = False) -> TrainState:
+          max_rejections: int = 5, max_retries: int = 2, allow_missing_history: bool = False,
+          callbacks: Sequence[Callback] = ()) -> TrainState:
     """Runs ``vmc.step`` until ``state.step == num_steps``, following a context schedule.
 
     With a ``schedule`` (``qvmc.schedule.DiscreteSchedule`` or ``BlockwiseSchedule``),
@@ -89,6 +91,12 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
     exactly. A second signal is handled by the previous handler. In a multi-process run
     every process must receive the signal.
 
+    Callbacks (``qvmc.callbacks``): each ``callback(step, state, info, contexts)`` is called after
+    every fetch of the statistics that rolled nothing back (every ``log_every`` steps and at
+    checkpoints), with the host ``StepInfo`` of that step; returning True stops training
+    gracefully: a checkpoint is written (with ``run_dir``) and ``train`` returns the state of that
+    step. ``qvmc.callbacks.TimeLimit`` and ``EnergyTarget`` are ready-made ones.
+
     One writer per run directory (``qvmc.runlock``): while ``train`` runs it holds an exclusive
     lock on ``run_dir`` (process 0 only, in a multi-process run); a second process training into
     the same directory is refused with ``RunDirectoryLocked`` (a ``ValueError`` naming the owner's
@@ -117,6 +125,7 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
       max_retries: retries of one failure from the last good state (>= 0).
       allow_missing_history: resume a checkpoint whose ``history.csv`` is gone, starting a
         new history file at its step.
+      callbacks: callables ``callback(step, state, info, contexts) -> bool | None`` (see above).
 
     Returns:
       The final ``TrainState``.
@@ -141,17 +150,18 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
         total_walkers = vmc.config.num_walkers * len(vmc.contexts)
     if schedule is not None:
         schedule.validate(vmc.system, total_walkers)
+    callbacks = check_callbacks(callbacks)
     say = print_fn or (lambda _: None)
     lock_dir = run_dir if run_dir is not None and jax.process_index() == 0 else None
     with RunLock(lock_dir):  # one writer per run directory, taken before anything is read or compiled
         return _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every, print_fn, say,
                       schedule, total_walkers, keep_checkpoints, burn_opts, run_config, allow_pickle,
-                      max_rejections, max_retries, allow_missing_history)
+                      max_rejections, max_retries, allow_missing_history, callbacks)
 
 
 def _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every, print_fn, say, schedule,
            total_walkers, keep_checkpoints, burn_opts, run_config, allow_pickle, max_rejections, max_retries,
-           allow_missing_history):
+           allow_missing_history, callbacks):
     """The loop of ``train``, run while the run directory's lock is held."""
     metadata = model_metadata(vmc, schedule, run_config)
     history_path = burn_path = resumed = None
@@ -180,6 +190,7 @@ def _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every,
     flushed_at = time.time()
     saved_at = t if resumed else None
     contexts = ()
+    asked_to_stop = []  # a callback's stop request: [step]
 
     def rollback(failure, at):
         nonlocal state, t, contexts
@@ -201,6 +212,7 @@ def _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every,
         for (step, _, ctxs), info in zip(pending, infos):
             history.write(history_rows(step, info, seconds, ctxs))
         progress.update(pending[-1][0], infos[-1], pending[-1][2], now=now)
+        pending_contexts = pending[-1][2]
         failure = guard.observe([p[0] for p in pending], infos, [p[2] for p in pending], bool(params_ok))
         pending.clear()
         flushed_at = now
@@ -209,6 +221,9 @@ def _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every,
             return False
         if guard.consecutive == 0 and state_ok:
             guard.snapshot(t, state, contexts, (history.size(), burn_log.size()))
+        for callback in callbacks:
+            if callback(t, state, jax.tree.map(np.asarray, infos[-1]), pending_contexts):
+                asked_to_stop.append(t)
         return True
 
     def save():
@@ -247,6 +262,12 @@ def _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every,
                         (f'; checkpoint written to {run_dir}' if run_dir is not None else ''))
                     raise TrainingInterrupted(t, stop.requested, state)
                 if t >= num_steps:
+                    break
+                if asked_to_stop and asked_to_stop[-1] == t:
+                    if run_dir is not None and saved_at != t and not save():
+                        asked_to_stop.clear()
+                        continue  # refused and rolled back: go on from the restored state
+                    say(f'step {t}: stopped by a callback' + (f'; checkpoint written to {run_dir}' if run_dir else ''))
                     break
                 if schedule is not None and tuple(schedule.contexts_at(t)) != contexts:
                     if not flush():

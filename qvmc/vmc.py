@@ -2,7 +2,6 @@
 (``samplers.engine``) for a family of contexts: initialization, jitted steps, context
 re-assignment and burn-in."""
 
-import warnings
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import jax
@@ -12,18 +11,14 @@ import optax
 import samplers
 from hamiltonians import padding
 from hamiltonians.context import Context
-from hamiltonians.system import check_system, make_log_psi  # noqa: F401  (make_log_psi: re-exported)
+from hamiltonians.system import check_system
 from qvmc import parallel
 from qvmc.config import VMCConfig
-from qvmc.estimator import (BlockFunctions, clipped_energies, jit_block_runner, make_block_functions,  # noqa: F401
-                            make_block_runner)  # make_block_runner: re-exported (it lived here in 0.2)
-from qvmc.state import StepInfo, TaskStats, TrainState  # noqa: F401  (re-exported)
+from qvmc.estimator import jit_block_runner
+from qvmc.state import StepInfo, TrainState
 from qvmc.step import init_state, make_train_step
 from samplers import engine
 from samplers.types import Params, PRNGKey
-
-TaskState = samplers.ChainState  # deprecated name of a walker block's sampler state
-
 
 def count_traces(fn: Callable) -> Callable:
     """``fn`` with a ``num_traces`` attribute counting how often JAX traced it (like
@@ -33,11 +28,6 @@ def count_traces(fn: Callable) -> Callable:
         return fn(*args, **kwargs)
     wrapped.num_traces = 0
     return wrapped
-
-
-def make_task_functions(wavefunction, system, spins: Tuple[int, int], config: VMCConfig) -> BlockFunctions:
-    """Deprecated name of ``qvmc.estimator.make_block_functions``."""
-    return make_block_functions(wavefunction, system, spins, config)
 
 
 def check_geometry(wavefunction, system, where: str) -> None:
@@ -133,10 +123,6 @@ class VMC:
         """One optimization step over all walker blocks (see the class docstring); no host sync."""
         return self._step(rng_key, state)
 
-    def state_contexts(self, state: TrainState) -> Tuple[Context, ...]:
-        """The contexts ``state``'s walker blocks sample."""
-        return state.contexts
-
     def runner(self, spins: Tuple[int, int]) -> Callable:
         """The jitted measurement-engine runner of one particle content
         (``qvmc.estimator.jit_block_runner``, ``args = (params, values)``)."""
@@ -153,14 +139,6 @@ class VMC:
             chains[i], _ = self.runner(spins)(jax.random.fold_in(rng_key, i), chains[i],
                                               (state.params, state.values[i]), True, num_steps=num_steps)
         return state._replace(chains=tuple(chains))
-
-    def burn_in(self, rng_key: PRNGKey, state: TrainState, num_steps: int) -> TrainState:
-        """Deprecated name of ``run_mcmc`` (a fixed number of sampler calls; for burn-in until
-        equilibrated use ``equilibrate``)."""
-        warnings.warn('VMC.burn_in(key, state, num_steps) is deprecated: use VMC.run_mcmc (the same fixed '
-                      'number of sampler calls) or VMC.equilibrate (until the equilibration check passes).',
-                      DeprecationWarning, stacklevel=2)
-        return self.run_mcmc(rng_key, state, num_steps)
 
     def reassign(self, rng_key: PRNGKey, state: TrainState, contexts: Sequence[Context],
                  total_walkers: int = None) -> Tuple[TrainState, samplers.Assignment]:
@@ -185,7 +163,7 @@ class VMC:
         init_walkers = padding.padded_init(self.system, pad)
         chains, assignment = samplers.reassign(state.chains, state.contexts, contexts, per_block,
                                                init_walkers, rng_key, self.config.initial_step_size)
-        state = parallel.place_state(state._replace(chains=tuple(chains), contexts=contexts), self.mesh,
+        state = parallel.place_state(state._replace(chains=tuple(chains)).with_contexts(contexts), self.mesh,
                                      self.config.network_dtype)
         return state, assignment
 

@@ -57,7 +57,7 @@ def run_steps(vmc, state, rng_key, num_steps):
     energies = []
     while state.step < num_steps:
         state, info = vmc.step(jax.random.fold_in(rng_key, state.step), state)
-        energies.append([float(s.energy) for s in info.tasks])
+        energies.append([float(s.energy) for s in info.blocks])
     return state, energies
 
 
@@ -70,9 +70,9 @@ def save_npz(path, state, energies):
     host = parallel.gather_state(state)
     if jax.process_index() != 0:
         return
-    np.savez(path, energies=np.asarray(energies, np.float64).reshape(-1, len(host.tasks)),
+    np.savez(path, energies=np.asarray(energies, np.float64).reshape(-1, len(host.chains)),
              params=np.asarray(ravel_pytree(host.params)[0]),
-             walkers=np.concatenate([t.walkers.reshape(-1) for t in host.tasks]), step=host.step)
+             walkers=np.concatenate([t.walkers.reshape(-1) for t in host.chains]), step=host.step)
 
 
 def sharding_facts(state):
@@ -80,7 +80,7 @@ def sharding_facts(state):
     import jax
     facts = {'walker_shards': [], 'params_replicated': all(
         leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(state.params))}
-    for task in state.tasks:
+    for task in state.chains:
         indices = task.walkers.sharding.devices_indices_map(task.walkers.shape).values()
         facts['walker_shards'].append(len({str(index) for index in indices}))
     return facts

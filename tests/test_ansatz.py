@@ -8,7 +8,7 @@ import pytest
 import ansatz
 from ansatz import harmonic_basis
 from hamiltonians import QuantumDot, make_local_energy
-from qvmc.vmc import make_log_psi
+from hamiltonians.system import make_log_psi
 
 SMALL_CONFIG = ansatz.FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=2, hidden=8)
 

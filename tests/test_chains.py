@@ -99,8 +99,8 @@ def test_context_switch_in_quantum_dot_run_burns_in_until_equilibrated():
     target = dot.context(2, 1, lam=1.0, omega=1.0)
     state, assignment = vmc.reassign(jax.random.PRNGKey(2), state, [target])
     assert assignment.needs_burn_in == (True,) and state.contexts == (target,)
-    walkers = state.tasks[0].walkers  # far from equilibrium: every walker at one compact configuration
-    state = state._replace(tasks=(state.tasks[0]._replace(walkers=jnp.broadcast_to(0.1 * walkers[0], walkers.shape)),))
+    walkers = state.chains[0].walkers  # far from equilibrium: every walker at one compact configuration
+    state = state._replace(chains=(state.chains[0]._replace(walkers=jnp.broadcast_to(0.1 * walkers[0], walkers.shape)),))
     state, reports = vmc.equilibrate(jax.random.PRNGKey(3), state, chunk=5, min_steps=10, max_steps=400)
     report = reports[0]
     assert report.equilibrated and report.checks[-1].equilibrated

@@ -209,7 +209,6 @@ MOIRE_BAD = [
     (['--chunk-size', 'x'], '--chunk-size', "'x'"),
     (['--energy-batch-size', '-4'], '--energy-batch-size', "'-4'"),
     (['--energy-batch-size', '8.5'], '--energy-batch-size', "'8.5'"),
-    (['--order-steps', '0'], '--order-steps', "'0'"),
     (['--substeps', '-1'], '--substeps', "'-1'"),
     (['--walkers', '2.5'], '--walkers', "'2.5'"),
     (['--init-from', '/nonexistent/run'], '--init-from', "'/nonexistent/run'"),
@@ -320,10 +319,10 @@ def test_moire_network_flags_build_the_full_configs():
     args = moire_transition.parse_args(['--ansatz', 'qernel', '--width', '64', '--layers', '3', '--heads', '4',
                                         '--kv-heads', '2', '--experts', '4', '--expert-hidden', '32',
                                         '--determinants', '4', '--chunk-size', '64', '--walkers', '1024',
-                                        '--substeps', '30', '--order-steps', '50'])
+                                        '--substeps', '30'])
     assert moire_transition.network_config(args) == QernelConfig()  # the QERNEL defaults, ~108K parameters
     assert moire_transition.network_config(args, 54).max_orbitals == 54
-    assert (args.chunk_size, args.walkers, args.substeps, args.order_steps) == (64, 1024, 30, 50)
+    assert (args.chunk_size, args.walkers, args.substeps) == (64, 1024, 30)
     small = moire_transition.parse_args(['--ansatz', 'qernel', '--hidden', '8'])
     assert moire_transition.network_config(small) == QernelConfig(width=8, num_layers=1, num_heads=2,
                                                                   num_kv_heads=1, expert_hidden=8,
@@ -344,7 +343,7 @@ def test_moire_help_lists_every_flag(capsys):
                  '--lam-range',
                  '--ansatz', '--width', '--layers', '--heads', '--kv-heads', '--experts', '--shared-experts',
                  '--expert-hidden', '--pair-hidden', '--mlp-hidden', '--kvecs', '--determinants', '--substeps',
-                 '--walkers', '--chunk-size', '--order-steps', '--x64', 'psiformer', 'minsr', 'spring'):
+                 '--walkers', '--chunk-size', '--x64', 'psiformer', 'minsr', 'spring'):
         assert flag in out, flag
 
 

@@ -78,7 +78,7 @@ def test_moire_single_lambda_natural_gradient(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, 'examples', 'moire_transition.py'), '--run-dir', str(run_dir),
            '--lam', '1.2', '--optimizer', 'minsr', '--ansatz', 'qernel', '--width', '8', '--heads', '2',
            '--kv-heads', '1', '--experts', '2', '--steps', '3', '--walkers', '8', '--chunk-size', '4',
-           '--substeps', '2', '--eval-walkers', '8', '--eval-steps', '4', '--order-steps', '4',
+           '--substeps', '2', '--eval-walkers', '8', '--eval-steps', '4',
            '--burn-in', '4', '4', '8']
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

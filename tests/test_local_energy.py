@@ -7,7 +7,7 @@ import pytest
 
 import ansatz
 from hamiltonians import KINETIC_METHODS, QuantumDot, make_kinetic_energy, make_local_energy
-from qvmc.vmc import make_log_psi
+from hamiltonians.system import make_log_psi
 
 SMALL_CONFIG = ansatz.FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=2, hidden=8)
 

@@ -10,7 +10,10 @@ import pytest
 import ansatz
 from hamiltonians import MoireSystem, make_local_energy, per_electron
 from hamiltonians import lattice as lat
-from qvmc.vmc import TaskState, VMCConfig, make_log_psi, make_task_functions
+from hamiltonians.system import make_log_psi
+from qvmc.config import VMCConfig
+from qvmc.estimator import make_block_functions
+from samplers import ChainState
 
 HBAR2_OVER_2ME = 38.0998212  # meV nm², CODATA 2018 (0.0380998212 eV nm²), restated independently
 
@@ -200,11 +203,11 @@ def test_vmc_smoke_run_with_coulomb():
     system = MoireSystem()
     ctx = system.context(6, lam=1.0)
     wf = ansatz.make_plane_wave_slater(system.network_lattice(6), allow_open_shell=True)
-    fns = make_task_functions(wf, system, ctx.spins, VMCConfig(num_walkers=8, kinetic_method='folx',
+    fns = make_block_functions(wf, system, ctx.spins, VMCConfig(num_walkers=8, kinetic_method='folx',
                                                                 mcmc_substeps=2))
     sample, energies = fns[0], fns[1]
     walkers = system.init_walkers(jax.random.PRNGKey(0), ctx, 8)
-    state = TaskState(walkers, jnp.asarray(0.1))
+    state = ChainState(walkers, jnp.asarray(0.1))
     state, info = jax.jit(sample)(jax.random.PRNGKey(1), {}, state, ctx.values)
     e_loc, components = jax.jit(energies)({}, state.walkers, ctx.values)
     assert e_loc.shape == (8,) and np.all(np.isfinite(e_loc))

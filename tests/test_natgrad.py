@@ -426,15 +426,3 @@ def test_natural_gradients_compose_in_an_optax_chain():
     jax.tree.map(np.testing.assert_array_equal, plain, wrapped)
 
 
-def test_optax_wrapper_accepts_and_ignores_the_extra_arguments():
-    o, e, ids = _synthetic(13, (6, 6), 33)
-    o = o[:, :P]
-    tx = natgrad.as_natural_gradient(optax.sgd(0.1))
-    grads = jax.tree.map(jnp.ones_like, PARAMS)
-    state = tx.init(PARAMS)
-    updates, _ = tx.update(grads, state, PARAMS, scores=o, local_energies=e, context_ids=ids, num_contexts=2)
-    plain, _ = optax.sgd(0.1).update(grads, optax.sgd(0.1).init(PARAMS), PARAMS)
-    jax.tree.map(np.testing.assert_array_equal, updates, plain)
-    formed, _ = tx.update(None, state, PARAMS, scores=o, local_energies=e, context_ids=ids, num_contexts=2)
-    np.testing.assert_allclose(ravel_pytree(formed)[0], -0.1 * natgrad.energy_gradient(o, e, ids, 2),
-                               rtol=1e-12)

@@ -10,7 +10,8 @@ import pytest
 
 from hamiltonians.moire import MoireSystem
 from hamiltonians import moire_order as mo
-from qvmc.order_sweep import moire_order_observables, observable_columns
+from qvmc.order_sweep import moire_order_observables
+from qvmc.sweep import observable_columns
 
 SYSTEM = MoireSystem()
 
@@ -214,5 +215,5 @@ def test_observable_sweep_records_on_the_measurement_draws(tmp_path, monkeypatch
                                + result.energies['occupations_2'], 2.0)  # Σ_s o_s = 3ν
     sweep.save_observable_traces(str(tmp_path / 'order.npz'))
     assert f'{contexts[1].label()}/honeycomb_order' in np.load(tmp_path / 'order.npz').files
-    with pytest.warns(DeprecationWarning, match='observable_steps'):
+    with pytest.raises(TypeError, match='observable_steps'):  # removed in 0.3: num_steps of run/measure
         ObservableSweep(wf, system, config, observables=moire_order_observables(system), observable_steps=10)

@@ -165,12 +165,12 @@ def test_padded_training_compiles_one_step_for_any_contents(tmp_path):
     state = trainer.init(jax.random.PRNGKey(0), params=_exact_at_zero_coupling(params))
     assert state.spins == ((2, 1), (2, 1)) and state.pad == (2, 1) and state.contexts == tuple(contexts)
     state, info = trainer.step(jax.random.PRNGKey(1), state)  # energies of the parameters before the update
-    np.testing.assert_allclose([float(t.energy) for t in info.tasks], [2.0, 4.0], rtol=0, atol=1e-9)
-    assert max(float(t.variance) for t in info.tasks) < 1e-15
+    np.testing.assert_allclose([float(t.energy) for t in info.blocks], [2.0, 4.0], rtol=0, atol=1e-9)
+    assert max(float(t.variance) for t in info.blocks) < 1e-15
     state, _ = trainer.reassign(jax.random.PRNGKey(2), state, [DOT.context(1, 0, lam=0.5), DOT.context(2, 1)])
     assert state.contexts == (DOT.context(1, 0, lam=0.5), DOT.context(2, 1)) and state.pad == (2, 1)
     state, info = trainer.step(jax.random.PRNGKey(3), state)
-    assert all(np.isfinite(float(t.energy)) for t in info.tasks) and trainer.num_step_traces == 1
+    assert all(np.isfinite(float(t.energy)) for t in info.blocks) and trainer.num_step_traces == 1
 
     key = jax.random.PRNGKey(4)
     full = train(trainer, trainer.init(key), key, 4, run_dir=str(tmp_path / 'full'), checkpoint_every=2,

@@ -15,7 +15,7 @@ from jax.flatten_util import ravel_pytree
 
 from parallel_worker import make_vmc, run_steps
 from qvmc import parallel, resume
-from qvmc.vmc import make_log_psi
+from hamiltonians.system import make_log_psi
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'parallel_worker.py')
 STEPS, SAVE_AT, MINSR_STEPS = 4, 2, 3
@@ -53,7 +53,7 @@ def _matmul_dtypes(jaxpr):
 
 
 def _walkers(state):
-    return np.concatenate([np.asarray(t.walkers).reshape(-1) for t in state.tasks])
+    return np.concatenate([np.asarray(t.walkers).reshape(-1) for t in state.chains])
 
 
 class Runs:
@@ -159,19 +159,19 @@ def test_float32_network_with_float64_reductions(runs):  # runs: the worker comp
     state = vmc.init(jax.random.PRNGKey(0))
     assert {a.dtype for a in jax.tree.leaves(state.params)} == {jnp.dtype('float32')}
     assert {a.dtype for a in jax.tree.leaves(state.opt_state) if a.ndim} == {jnp.dtype('float32')}
-    assert state.tasks[0].walkers.dtype == jnp.float32
+    assert state.chains[0].walkers.dtype == jnp.float32
     ctx = vmc.contexts[0]
     log_psi = make_log_psi(vmc.wavefunction, vmc.system, ctx.spins)
-    assert _matmul_dtypes(jax.make_jaxpr(log_psi)(state.params, state.tasks[0].walkers[0], ctx.values).jaxpr) == {
+    assert _matmul_dtypes(jax.make_jaxpr(log_psi)(state.params, state.chains[0].walkers[0], ctx.values).jaxpr) == {
         'float32'}  # the network's work is float32 (a few scalar context features stay float64)
     new_state, info = vmc.step(jax.random.PRNGKey(1), state)
-    assert info.accepted and all(s.energy.dtype == jnp.float64 for s in info.tasks)
+    assert info.accepted and all(s.energy.dtype == jnp.float64 for s in info.blocks)
     assert {a.dtype for a in jax.tree.leaves(new_state.params)} == {jnp.dtype('float32')}
-    assert new_state.tasks[0].walkers.dtype == jnp.float32
+    assert new_state.chains[0].walkers.dtype == jnp.float32
     params64 = parallel.cast_params(new_state.params, 'float64')  # float64 network, same walkers
     batched = jax.jit(jax.vmap(log_psi, in_axes=(None, 0, None)))  # the same function for both dtypes
-    e32 = batched(new_state.params, new_state.tasks[0].walkers, ctx.values)
-    e64 = batched(params64, new_state.tasks[0].walkers.astype(jnp.float64), ctx.values)
+    e32 = batched(new_state.params, new_state.chains[0].walkers, ctx.values)
+    e64 = batched(params64, new_state.chains[0].walkers.astype(jnp.float64), ctx.values)
     np.testing.assert_allclose(e32, e64, rtol=1e-5, atol=1e-5)
 
 
@@ -199,7 +199,7 @@ def test_four_devices_match_one_device(runs):
 def test_checkpoints_move_between_device_counts(runs):
     """Saved on 4 devices, resumed on 1 (and the other way): the uninterrupted run's result."""
     res = runs.result()
-    assert res.loaded.step == SAVE_AT and isinstance(res.loaded.tasks[0].walkers, np.ndarray)
+    assert res.loaded.step == SAVE_AT and isinstance(res.loaded.chains[0].walkers, np.ndarray)
     np.testing.assert_allclose(_flat(res.resumed.params), _flat(runs.reference.params), rtol=0, atol=DEVICE_ATOL)
     np.testing.assert_allclose(_walkers(res.resumed), _walkers(runs.reference), rtol=0, atol=DEVICE_ATOL)
     one_to_four = res.out['one_to_four']
@@ -207,9 +207,9 @@ def test_checkpoints_move_between_device_counts(runs):
     np.testing.assert_allclose(one_to_four['energies'], runs.energies[SAVE_AT:], rtol=DEVICE_RTOL)
     np.testing.assert_allclose(one_to_four['params'], _flat(runs.reference.params), rtol=0, atol=DEVICE_ATOL)
     host = parallel.gather_state(runs.reference)
-    assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves((host.params, host.tasks)))
+    assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves((host.params, host.chains)))
     placed = parallel.shard_state(host, runs.vmc.mesh)
-    assert placed.tasks[0].walkers.sharding.spec == jax.sharding.PartitionSpec('walkers')
+    assert placed.chains[0].walkers.sharding.spec == jax.sharding.PartitionSpec('walkers')
 
 
 def test_micro_batched_minsr_on_four_devices_matches_unbatched_one_device(runs):

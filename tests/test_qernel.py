@@ -17,7 +17,8 @@ from ansatz.qernel import QernelConfig
 from ansatz.registry import ANSATZ_NAMES, make_ansatz
 from ansatz.slater_jastrow import SlaterJastrowConfig
 from hamiltonians import QuantumDot, make_kinetic_energy
-from qvmc.vmc import VMC, VMCConfig
+from qvmc.config import VMCConfig
+from qvmc.vmc import VMC
 
 _SJ = SlaterJastrowConfig(hidden=6, num_layers=1, num_determinants=2, max_orbitals=3, jastrow_hidden=4,
                           backflow_hidden=4, num_kvecs=2)

@@ -22,7 +22,7 @@ from hamiltonians import QuantumDot
 from qvmc import VMC, VMCConfig, checkpoint, runlock
 from qvmc.train import load_burn_in, load_history, train
 from qvmc.transfer import transfer_state
-from qvmc.vmc import make_log_psi
+from hamiltonians.system import make_log_psi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
@@ -226,13 +226,13 @@ def test_walker_count_change_bad_checkpoints_and_nothing_overwritten(tmp_path):
     train(vmc, vmc.init(key), key, 2, run_dir=run, checkpoint_every=2, print_fn=None, burn_in_options=burn)
     # More walkers on resume: honoured (blocks grown, then burned in), recorded in burn_in.csv.
     state = train(vmc, vmc.init(key), key, 2, run_dir=run, total_walkers=48, print_fn=None, burn_in_options=burn)
-    assert state.step == 2 and [t.walkers.shape[0] for t in state.tasks] == [24, 24]
+    assert state.step == 2 and [t.walkers.shape[0] for t in state.chains] == [24, 24]
     log = load_burn_in(run)
     assert list(log['event']) == ['resize', 'resize'] and list(log['step']) == [2, 2]
     # Fewer walkers: a prefix of each block, no burn-in needed.
     resumed = checkpoint.load(os.path.join(run, 'checkpoint.qvmc'))  # {leaf path: array}
     state = train(vmc, vmc.init(key), key, 2, run_dir=run, total_walkers=8, print_fn=None)
-    assert [t.walkers.shape[0] for t in state.tasks] == [4, 4]
+    assert [t.walkers.shape[0] for t in state.chains] == [4, 4]
     np.testing.assert_array_equal(state.chains[1].walkers, resumed["['chains'][1]['walkers']"][:4])
     assert list(load_history(run)['step']) == [1, 1, 2, 2] and len(load_burn_in(run)) == 0  # resize at 2 redone
 
@@ -267,9 +267,9 @@ def test_transfer_from_n6_initializes_n8_model(tmp_path):
     state = transfer_state(large, jax.random.PRNGKey(2), str(tmp_path / 'n6'))  # from the run directory
     for a, b in zip(jax.tree.leaves(trained.params), jax.tree.leaves(state.params)):
         np.testing.assert_array_equal(a, b)
-    assert state.step == 0 and state.tasks[0].walkers.shape == (8, 8, 2)
+    assert state.step == 0 and state.chains[0].walkers.shape == (8, 8, 2)
     log_psi = jax.jit(jax.vmap(make_log_psi(large.wavefunction, dot, (4, 4)), in_axes=(None, 0, None)))
-    assert np.all(np.isfinite(log_psi(state.params, state.tasks[0].walkers, large.contexts[0].values)))
+    assert np.all(np.isfinite(log_psi(state.params, state.chains[0].walkers, large.contexts[0].values)))
     wider = _vmc(width=16, walkers=8, contexts=[dot.context(4, 4, lam=2.0)])
     with pytest.raises(ValueError, match='do not fit this model.*shape'):
         transfer_state(wider, key, trained.params)

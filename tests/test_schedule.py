@@ -103,7 +103,7 @@ def test_training_switches_at_boundaries_and_burns_in_until_equilibrated(tmp_pat
     burn = dict(chunk=4, min_steps=8, max_steps=40)
     state = train(vmc, vmc.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), 7, run_dir=run, schedule=sched,
                   burn_in_options=burn, print_fn=None)
-    assert state.step == 7 and vmc.state_contexts(state) == sched.contexts_at(6)
+    assert state.step == 7 and state.contexts == sched.contexts_at(6)
     # Burn-in exactly at the boundaries after the start (3 and 6), for the blocks that changed.
     assert [c[0] for c in vmc.calls] == [3, 6] and all(c[1] == (0, 1) for c in vmc.calls)
     for _, _, reports, kwargs in vmc.calls:
@@ -128,10 +128,10 @@ def test_training_switches_at_boundaries_and_burns_in_until_equilibrated(tmp_pat
 
 def test_progress_line_has_energy_variance_acceptance_and_eta():
     from qvmc.train import Progress, format_seconds
-    from qvmc.vmc import StepInfo, TaskStats
+    from qvmc.state import BlockStats, StepInfo
     dot = QuantumDot()
     contexts = [dot.context(1, 1, lam=1.0), dot.context(1, 1, lam=2.0)]
-    stats = tuple(TaskStats(np.float64(e), np.float64(0.25), np.float64(0.5), {}, 0) for e in (3.0, 4.0))
+    stats = tuple(BlockStats(np.float64(e), np.float64(0.25), np.float64(0.5), {}, 0) for e in (3.0, 4.0))
     lines = []
     progress = Progress(100, 10, lines.append)
     for step in range(1, 21):

@@ -60,8 +60,8 @@ def test_exact_state_gives_zero_variance_training_stats():
               VMCConfig(num_walkers=16, mcmc_substeps=2))
     state = vmc.init(jax.random.PRNGKey(0))
     _, info = vmc.step(jax.random.PRNGKey(1), state)
-    assert abs(float(info.tasks[0].energy) - 5.0) < 1e-9
-    assert float(info.tasks[0].variance) < 1e-12
+    assert abs(float(info.blocks[0].energy) - 5.0) < 1e-9
+    assert float(info.blocks[0].variance) < 1e-12
 
 
 def test_inference_exact_state_and_density_normalization():
@@ -133,8 +133,8 @@ def test_vmc_rejects_bad_setup():
         dot.context(1, 1, lam=1.0, omega=0.0)
 
 
-def test_run_mcmc_and_deprecated_burn_in():
-    """``run_mcmc`` moves walkers a fixed number of sampler calls; ``burn_in`` is its deprecated alias."""
+def test_run_mcmc_moves_walkers_reproducibly():
+    """``run_mcmc`` moves walkers a fixed number of sampler calls; the same key moves them the same way."""
     dot = QuantumDot()
     vmc = VMC(make_noninteracting_dot(), dot, [dot.context(1, 1, lam=0.0)], optax.adam(1e-3),
               VMCConfig(num_walkers=8, mcmc_substeps=2, kinetic_method='hessian'))
@@ -142,9 +142,9 @@ def test_run_mcmc_and_deprecated_burn_in():
     state = vmc.init(key)
     moved = vmc.run_mcmc(key, state, 3)
     assert not np.array_equal(moved.chains[0].walkers, state.chains[0].walkers)
-    with pytest.warns(DeprecationWarning, match='VMC.run_mcmc'):
-        old = vmc.burn_in(key, state, 3)
-    np.testing.assert_array_equal(old.chains[0].walkers, moved.chains[0].walkers)
+    again = vmc.run_mcmc(key, state, 3)
+    np.testing.assert_array_equal(again.chains[0].walkers, moved.chains[0].walkers)
+    assert not hasattr(vmc, 'burn_in')  # removed in 0.3: run_mcmc or equilibrate
 
 
 @pytest.mark.slow

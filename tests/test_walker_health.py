@@ -36,10 +36,10 @@ def test_step_reseeds_non_finite_walkers_and_keeps_exact_energy():
         walkers = state.chains[0].walkers.at[:6].set(jnp.nan)
         state = state._replace(chains=(state.chains[0]._replace(walkers=walkers),))
         new_state, info = vmc.step(jax.random.PRNGKey(1), state)
-        stats = info.tasks[0]
+        stats = info.blocks[0]
         assert bool(info.accepted)
         assert int(stats.num_bad_walkers) == 6
         assert abs(float(stats.energy) - 5.0) < 1e-9 and float(stats.variance) < 1e-12
         assert np.all(np.isfinite(np.asarray(new_state.chains[0].walkers)))
         _, info = vmc.step(jax.random.PRNGKey(2), new_state)
-        assert int(info.tasks[0].num_bad_walkers) == 0
+        assert int(info.blocks[0].num_bad_walkers) == 0
