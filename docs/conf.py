@@ -1,11 +1,14 @@
 """Sphinx configuration of the qvmc documentation (MyST Markdown, furo, API pages from the docstrings)."""
 
 import os
+import shutil
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 sys.path.insert(0, ROOT)
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# autosummary writes the API pages here on every build; stale pages of removed modules would break the build.
+shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'api', 'generated'), ignore_errors=True)
 
 import qvmc  # noqa: E402
 

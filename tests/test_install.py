@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-pytestmark = pytest.mark.install
+pytestmark = [pytest.mark.install, pytest.mark.xdist_group('install')]  # one fresh venv for the file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = ('foundation_polarized', 'foundation_unpolarized')
