@@ -45,7 +45,7 @@ from qvmc.train import load_history, train
 from envvars import env_int
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KILL_STEPS = 90
+KILL_STEPS = 120  # room for 20 kills: a kill inside a write leaves the newest checkpoint where it was
 
 WORKER = os.path.join(ROOT, 'tests', '_train_worker.py')  # the shared training worker
 WORKER_FLAGS = ['--block-length', '8', '--checkpoint-every', '3', '--log-sleep', '0.03',  # as before the
