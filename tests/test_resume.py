@@ -236,8 +236,8 @@ def test_walker_count_change_bad_checkpoints_and_nothing_overwritten(tmp_path):
     np.testing.assert_array_equal(state.chains[1].walkers, resumed["['chains'][1]['walkers']"][:4])
     assert list(load_history(run)['step']) == [1, 1, 2, 2] and len(load_burn_in(run)) == 0  # resize at 2 redone
 
-    def snapshot():
-        return {n: open(os.path.join(run, n), 'rb').read() for n in sorted(os.listdir(run))}
+    def snapshot():  # the run's data; the lock file records each new owner (host, PID, start time)
+        return {n: open(os.path.join(run, n), 'rb').read() for n in sorted(os.listdir(run)) if n != runlock.LOCK_NAME}
     before = snapshot()
     with pytest.raises(ValueError, match='incompatible: param_shapes'):  # another network size
         other = _vmc(width=16)
