@@ -99,7 +99,7 @@ def setup(walkers=WALKERS, substeps=SUBSTEPS, init_key=None):
         return _budgeted(system, ctx, wf, config, init_key)
     if LR_DECAY:
         lr = lambda count: LR / (1.0 + count / LR_DECAY)  # noqa: E731
-        max_norm = lambda count: MAX_NORM / (1.0 + count / LR_DECAY) ** 2  # noqa: E731
+        max_norm = natgrad.max_norm_following(lr, LR, MAX_NORM)
     vmc = VMC(wf, system, [ctx], natgrad.minsr(lr, SHIFT, max_norm=max_norm, kernel_precision=KERNEL), config)
     return vmc, vmc.init(jax.random.PRNGKey(0)), ctx
 

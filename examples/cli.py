@@ -221,9 +221,7 @@ def make_optimizer(args):
         return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
     lr = optax.warmup_cosine_decay_schedule(args.lr * 0.1, args.lr, warmup, steps, end_value=args.lr * 0.1)
 
-    def scaled_max_norm(count, peak=float(args.lr), cap=args.max_norm):
-        return cap * (lr(count) / peak) ** 2
-    max_norm = None if args.max_norm is None else scaled_max_norm
+    max_norm = None if args.max_norm is None else natgrad.max_norm_following(lr, float(args.lr), args.max_norm)
     if args.optimizer == 'sr':
         return natgrad.sr(lr, args.diag_shift, max_norm=max_norm, solver='cg', cg_maxiter=100)
     kernel_precision = getattr(args, 'kernel_precision', None) or 'float64'

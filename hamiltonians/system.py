@@ -99,3 +99,30 @@ def make_log_psi(wavefunction, system, spins: Tuple[int, int]) -> Callable[[Para
     """``log|ψ|(params, x, values)`` for one walker in physical units (see ``make_psi``)."""
     psi = make_psi(wavefunction, system, spins)
     return lambda params, x, values: psi(params, x, values)[1]
+
+
+def check_geometry(wavefunction, system, where: str) -> None:
+    """Raises ``ValueError`` if ``wavefunction.periodic`` differs from ``system.periodic``.
+
+    An open-geometry ansatz on a periodic system (or a periodic one on an open system) would
+    train and sample without error but describe the wrong physics. Objects without a
+    ``periodic`` attribute are not checked.
+
+    Args:
+      wavefunction: an ``ansatz.base.Wavefunction``.
+      system: a ``hamiltonians.System``.
+      where: the caller named in the message (``'VMC'``, ``'Predictor'``, ``'Sweep'``).
+    """
+    wf_periodic = getattr(wavefunction, 'periodic', None)
+    if wf_periodic is None:
+        return
+    name = type(system).__name__
+    if bool(getattr(system, 'periodic', False)) and not wf_periodic:
+        raise ValueError(f'{where}: {name} is periodic but the wavefunction is built for open geometry '
+                         '(Wavefunction.periodic is False). Build it for the cell, e.g. '
+                         "ansatz.registry.make_ansatz(name, config, lattice=system.network_lattice) "
+                         "(not 'fermi_sets'), or ansatz.make_plane_wave_slater / make_band_slater.")
+    if not getattr(system, 'periodic', False) and wf_periodic:
+        raise ValueError(f'{where}: {name} has open boundaries but the wavefunction is periodic '
+                         '(Wavefunction.periodic is True: built with a lattice or from plane waves). '
+                         'Build it without lattice=, e.g. make_ansatz(name, config).')

@@ -13,7 +13,7 @@ import samplers
 from hamiltonians import padding
 from hamiltonians.context import Context
 from hamiltonians.local_energy import make_local_energy
-from hamiltonians.system import make_log_psi
+from hamiltonians.system import check_geometry, make_log_psi
 from qvmc.config import VMCConfig
 from qvmc.estimator import jit_block_runner
 from qvmc.observables import density_counts, normalise_density
@@ -129,7 +129,6 @@ class Predictor:
 
     def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), density_bins: int = 64,
                  pad: Optional[Sequence[int]] = None):
-        from qvmc.vmc import check_geometry
         check_geometry(wavefunction, system, 'Predictor')
         if pad is not None:
             pad = padding.check_support(pad, wavefunction, system, 'Predictor')

@@ -70,6 +70,7 @@ unraveled in the parameters' dtypes. A failed factorisation gives NaN updates, w
 ``apply_if_finite`` rejects.
 """
 
+import math
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -160,6 +161,28 @@ def energy_gradient(scores: Array, local_energies: Array, context_ids: Array, nu
     o_bar, e_bar = center_by_context(scores, local_energies, context_ids, num_contexts,
                                      context_weights, normalize_energy_scale)
     return 2.0 * o_bar.T @ e_bar
+
+
+def max_norm_following(learning_rate: Callable[[Array], Array], peak: float, max_norm: float) -> Callable[[Array], Array]:
+    """The Fisher-norm cap as a schedule that follows a learning-rate schedule: ``max_norm · (lr(t)/peak)²``.
+
+    While the cap binds, the applied step is ``sqrt(max_norm)`` long in the Fisher norm whatever the
+    learning rate, so decaying the learning rate alone would leave the step unchanged; decaying the
+    cap with the square of the learning-rate ratio makes the step follow the schedule. The drivers
+    and benchmarks use it with their learning-rate schedules.
+
+    Args:
+      learning_rate: ``count -> lr`` (e.g. an optax schedule).
+      peak: the learning rate at which the cap equals ``max_norm`` (> 0).
+      max_norm: the cap at the peak (> 0).
+    """
+    if not callable(learning_rate):
+        raise ValueError(f'max_norm_following needs a learning-rate schedule (a callable), got {learning_rate!r}.')
+    for name, value in (('peak', peak), ('max_norm', max_norm)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f'max_norm_following: {name} must be a finite number > 0, got {value!r}.')
+    peak, max_norm = float(peak), float(max_norm)
+    return lambda count: max_norm * (learning_rate(count) / peak) ** 2
 
 
 def _schedule(value: ScalarOrSchedule, name: str, allow_zero: bool) -> Callable[[Array], Array]:

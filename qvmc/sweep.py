@@ -14,7 +14,7 @@ import pandas as pd
 import samplers
 from hamiltonians import padding
 from hamiltonians.context import Context
-from hamiltonians.system import make_psi
+from hamiltonians.system import check_geometry, make_psi
 from qvmc.config import VMCConfig
 from qvmc.estimator import jit_block_runner
 from qvmc.observables import density_counts, density_grid, normalise_density
@@ -166,7 +166,6 @@ class Sweep:
     def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), *, density_bins: int = 48,
                  pair_bins: int = 40, slice_bins: int = 40, slice_electron: int = 0,
                  observables: Optional[ObservablesFn] = None, pad: Optional[Sequence[int]] = None):
-        from qvmc.vmc import check_geometry
         check_geometry(wavefunction, system, 'Sweep')
         if pad is not None:
             pad = padding.check_support(pad, wavefunction, system, 'Sweep')

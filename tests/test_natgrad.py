@@ -426,3 +426,16 @@ def test_natural_gradients_compose_in_an_optax_chain():
     jax.tree.map(np.testing.assert_array_equal, plain, wrapped)
 
 
+
+
+def test_max_norm_following_a_learning_rate_schedule():
+    """The cap is max_norm · (lr(t)/peak)²: the rule the drivers and benchmarks share."""
+    lr = optax.warmup_cosine_decay_schedule(0.005, 0.05, 10, 100, end_value=0.005)
+    cap = natgrad.max_norm_following(lr, 0.05, 1e-2)
+    for count in (0, 10, 55, 100):
+        np.testing.assert_allclose(float(cap(count)), 1e-2 * (float(lr(count)) / 0.05) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(float(cap(10)), 1e-2, rtol=1e-6)  # at the peak the cap is max_norm
+    for bad in (dict(learning_rate=0.05, peak=0.05, max_norm=1e-2), dict(learning_rate=lr, peak=0.0, max_norm=1e-2),
+                dict(learning_rate=lr, peak=0.05, max_norm=float('nan'))):
+        with pytest.raises(ValueError, match='max_norm_following'):
+            natgrad.max_norm_following(**bad)
