@@ -195,12 +195,12 @@ def spins_of(n, spin):
 def lock_run_dir(run_dir):
     """Takes the one-writer lock of ``run_dir`` for the rest of the process (``qvmc.runlock``), before
     anything compiles; if another run holds it, prints one line naming the owner and exits with status 2."""
-    from qvmc import runlock  # the flag helpers above stay importable without JAX
+    from qvmc import runlock
+    from qvmc.flags import fail
     try:
         runlock.acquire(run_dir)
     except (runlock.RunDirectoryLocked, OSError) as err:
-        print(f'{os.path.basename(sys.argv[0])}: error: --run-dir: {err}', file=sys.stderr)
-        sys.exit(2)
+        fail(os.path.basename(sys.argv[0]), f'--run-dir: {err}')
 
 
 def make_optimizer(args):

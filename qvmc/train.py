@@ -221,9 +221,9 @@ def _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every,
             return False
         if guard.consecutive == 0 and state_ok:
             guard.snapshot(t, state, contexts, (history.size(), burn_log.size()))
-        for callback in callbacks:
-            if callback(t, state, jax.tree.map(np.asarray, infos[-1]), pending_contexts):
-                asked_to_stop.append(t)
+        last = jax.tree.map(np.asarray, infos[-1]) if callbacks else None  # already on the host
+        if any([callback(t, state, last, pending_contexts) for callback in callbacks]):  # every callback runs
+            asked_to_stop.append(t)
         return True
 
     def save():

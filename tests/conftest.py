@@ -21,6 +21,20 @@ from qvmc.runtime import enable_compilation_cache  # noqa: E402
 CACHE_DIR = enable_compilation_cache()
 
 
+def tiny_dot_vmc(width=8, walkers=16, contexts=None):
+    """The tiny training problem several test files share: Fermi Sets of ``width``, two N = 2 contexts
+    (λ = 1, 3) unless given, Adam 1e-3, ``walkers`` per block, 3 sub-steps, Hessian kinetic energy."""
+    import optax
+    from ansatz import FermiSetsConfig, make_fermi_sets
+    from hamiltonians import QuantumDot
+    from qvmc import VMC, VMCConfig
+    dot = QuantumDot()
+    config = FermiSetsConfig(width=width, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
+    contexts = contexts or [dot.context(1, 1, lam=1.0), dot.context(1, 1, lam=3.0)]
+    return VMC(make_fermi_sets(config), dot, contexts, optax.adam(1e-3),
+               VMCConfig(num_walkers=walkers, mcmc_substeps=3, kinetic_method='hessian'))
+
+
 @pytest.fixture
 def worker_cache(tmp_path):
     """Compilation cache directory for the training-worker subprocesses (tests/_train_worker.py):

@@ -4,23 +4,17 @@ uninterrupted run exactly; the ready-made TimeLimit and EnergyTarget; invalid ca
 
 import jax
 import numpy as np
-import optax
 import pytest
 
-from ansatz import FermiSetsConfig, make_fermi_sets
-from hamiltonians import QuantumDot
-from qvmc import VMC, VMCConfig, checkpoint
+from conftest import tiny_dot_vmc
+from qvmc import checkpoint
 from qvmc.callbacks import EnergyTarget, TimeLimit
 from qvmc.train import load_history, train
-
-TINY = FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
 
 
 @pytest.fixture(scope='module')
 def vmc():
-    dot = QuantumDot()
-    return VMC(make_fermi_sets(TINY), dot, [dot.context(1, 1, lam=1.0), dot.context(1, 1, lam=3.0)],
-               optax.adam(1e-3), VMCConfig(num_walkers=16, mcmc_substeps=3, kinetic_method='hessian'))
+    return tiny_dot_vmc()
 
 
 def _flat(state):

@@ -23,15 +23,14 @@ from qvmc.guard import nonfinite_leaves
 from qvmc.inference import Predictor
 from qvmc.sweep import Sweep
 from qvmc.train import TrainingInterrupted, load_history, train
+from conftest import tiny_dot_vmc
 
 TINY = FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
 
 
 @pytest.fixture(scope='module')
 def vmc():
-    dot = QuantumDot()
-    return VMC(make_fermi_sets(TINY), dot, [dot.context(1, 1, lam=1.0), dot.context(1, 1, lam=3.0)],
-               optax.adam(1e-3), VMCConfig(num_walkers=16, mcmc_substeps=3, kinetic_method='hessian'))
+    return tiny_dot_vmc()
 
 
 def _poison(vmc, monkeypatch, when):

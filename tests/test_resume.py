@@ -12,20 +12,17 @@ import time
 
 import jax
 import numpy as np
-import optax
 import pandas as pd
 import pytest
 
-from ansatz import FermiSetsConfig, make_fermi_sets
-from conftest import CACHE_DIR
+from conftest import CACHE_DIR, tiny_dot_vmc
 from hamiltonians import QuantumDot
-from qvmc import VMC, VMCConfig, checkpoint, runlock
+from qvmc import checkpoint, runlock
 from qvmc.train import load_burn_in, load_history, train
 from qvmc.transfer import transfer_state
 from hamiltonians.system import make_log_psi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = FermiSetsConfig(width=8, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
 NUM_STEPS = 12
 STOP_AT = 5  # the SIGTERM test: the worker pauses after logging this step; the signal arrives during the pause
 
@@ -211,12 +208,7 @@ def test_lock_of_a_killed_run_does_not_block_its_resume(tmp_path, worker_cache, 
     _same_as_reference(run, reference)
 
 
-def _vmc(width=8, walkers=16, contexts=None):
-    dot = QuantumDot()
-    config = FermiSetsConfig(width=width, num_layers=1, num_heads=2, num_determinants=1, hidden=8)
-    contexts = contexts or [dot.context(1, 1, lam=1.0), dot.context(1, 1, lam=3.0)]
-    return VMC(make_fermi_sets(config), dot, contexts, optax.adam(1e-3),
-               VMCConfig(num_walkers=walkers, mcmc_substeps=3, kinetic_method='hessian'))
+_vmc = tiny_dot_vmc
 
 
 def test_walker_count_change_bad_checkpoints_and_nothing_overwritten(tmp_path):
