@@ -234,8 +234,9 @@ def parse_args(argv=None):
                              help='walkers per micro-batch of local energies and gradients (bounds memory; '
                                   'default: all at once)')
     train_group.add_argument('--energy-batch-size', type=positive_int, default=None,
-                             help='walkers per pass of the local energies (default: on a CPU about 768/(N·D), a power '
-                                  'of two, so that the forward Laplacian stays in cache; on a GPU all at once)')
+                             help='walkers per pass of the local energies (default: on a CPU about 9216/(N·D)², '
+                                  'a power of two, so that the forward Laplacian stays in cache; on a GPU all at '
+                                  'once)')
     train_group.add_argument('--optimizer', choices=('adam',) + NATURAL_GRADIENTS, default='adam',
                              help='adam, or a natural gradient (sr: parameter space, CG; minsr / spring: sample '
                                   'space); natural gradients switch on float64 reductions and solves, the network '

@@ -49,7 +49,7 @@ def validate_args(args, parser):
 
     Runs before JAX compiles anything: only plain-Python checks and context construction.
     """
-    dot = QuantumDot()
+    dot = QuantumDot(max_electrons=args.max_electrons)
     if not -2**63 <= args.seed < 2**63:
         parser.error(f"--seed: bad value '{args.seed}' (expected an integer in [-2^63, 2^63))")
     if args.schedule == 'blockwise' and args.seed < 0:
@@ -70,7 +70,7 @@ def validate_args(args, parser):
             try:
                 dot.context(*spins_of(n, args.spin), lam=lam, omega=omega)
             except ValueError as err:
-                why = f'N must be ≤ {dot.max_electrons}' if n > dot.max_electrons else str(err)
+                why = f'N must be ≤ --max-electrons = {dot.max_electrons}' if n > dot.max_electrons else str(err)
                 parser.error(f'{flag}: bad N {n} in {token!r} ({args.spin} N = {n} at λ = {lam:g}, ω = {omega:g}: '
                              f'{why})')
 
@@ -127,7 +127,7 @@ def parse_args(argv=None):
     p.add_argument('--kernel-precision', choices=KERNEL_PRECISIONS, default=None, help=KERNEL_PRECISION_HELP)
     p.add_argument('--substeps', type=positive_int, default=10, help='MCMC sub-steps per training step')
     p.add_argument('--energy-batch-size', type=positive_int, default=None,
-                   help='walkers per pass of the local energies (default: on a CPU about 768/(N·D), a power '
+                   help='walkers per pass of the local energies (default: on a CPU about 9216/(N·D)², a power '
                         'of two, so that the forward Laplacian stays in cache; on a GPU all at once)')
     p.add_argument('--width', type=positive_int, default=32,
                    help=f'stream width (a multiple of num_heads = {FermiSetsConfig().num_heads})')
@@ -159,6 +159,9 @@ def parse_args(argv=None):
                         'all particle contents (a compile of about one content instead of one per content), each '
                         "block at the padded size's cost")
     p.add_argument('--init-from', default=None, help='checkpoint or run directory to take parameters from')
+    p.add_argument('--max-electrons', type=positive_int, default=QuantumDot.max_electrons,
+                   help='largest N the network is built for (N enters the context features as N/max); '
+                        'every N trained, predicted or swept must be ≤ it; an exported model keeps it')
     p.add_argument('--checkpoint-every', type=positive_int, default=50)
     p.add_argument('--keep-checkpoints', type=positive_int, default=3)
     p.add_argument('--normalize-energy-scale', action='store_true',
@@ -173,7 +176,7 @@ def main():
     if args.x64 or args.optimizer != 'adam':  # natural gradients reduce and solve in float64
         jax.config.update('jax_enable_x64', True)
     start = time.time()
-    dot = QuantumDot()
+    dot = QuantumDot(max_electrons=args.max_electrons)
     train_points = [(*spins_of(n, args.spin), lam, omega)
                     for n, lam, omega in parse_points(args.train, with_omega=True)]
     predict_points = [(*spins_of(n, args.spin), lam, omega)

@@ -1,18 +1,33 @@
 """Local-energy factories: kinetic energy by folx's forward Laplacian or by a Hessian loop."""
 
+import warnings
 from typing import Any, Callable, Dict, Tuple
 
 import folx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from samplers.types import Array, ContextValues, Params
 
 KINETIC_METHODS = ('folx', 'hessian')
 
 
+_SPARSE_FAILURES = set()
+
+
+def _warn_sparse_failed(err: Exception) -> None:
+    """Warns once per kind of failure that folx's sparse tracing failed and the dense path is used."""
+    what = f'{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ""}'
+    if what not in _SPARSE_FAILURES:
+        _SPARSE_FAILURES.add(what)
+        warnings.warn(f'folx could not trace this network with sparse Jacobians ({what}); using the dense '
+                      'forward Laplacian (exact as well, slower at large N). Set VMCConfig(laplacian_sparsity=0) '
+                      'to silence this.', RuntimeWarning, stacklevel=3)
+
+
 def make_kinetic_energy(log_psi_fn: Callable[[Array], Array],
-                        method: str = 'folx') -> Callable[[Array], Array]:
+                        method: str = 'folx', sparsity_threshold: int = 0) -> Callable[[Array], Array]:
     """Kinetic energy ``-½ ∇²ψ / ψ`` of a real wavefunction at one walker.
 
     Uses ``∇²ψ/ψ = ∇² log|ψ| + |∇ log|ψ||²``, valid away from the nodes.
@@ -22,15 +37,36 @@ def make_kinetic_energy(log_psi_fn: Callable[[Array], Array],
       method: ``'folx'`` (forward Laplacian, one pass carrying value, gradient and
         Laplacian) or ``'hessian'`` (reference path: reverse-mode gradient, then one
         forward-mode JVP per coordinate, i.e. the Hessian diagonal).
+      sparsity_threshold: folx only: intermediate Jacobians that depend on at most this many
+        input coordinates are carried sparse (exact either way; ``0``: all dense). Per-electron
+        parts of a network depend on D coordinates, pair parts on 2D, so ``8`` keeps them
+        sparse in 2D. The Fermi Sets local energy at N = 12-30 takes half the time with 8,
+        QERNEL's at N = 24 about 0.7 of it; compiling takes a few seconds longer
+        (``docs/results/scaling.md``). ``VMCConfig.laplacian_sparsity`` chooses it by N.
 
     Returns:
       ``kinetic(x [N, D]) -> []``.
     """
     if method not in KINETIC_METHODS:
         raise ValueError(f'Unknown kinetic method {method!r}; choose one of {KINETIC_METHODS}.')
+    if isinstance(sparsity_threshold, bool) or not isinstance(sparsity_threshold, (int, np.integer)) \
+            or sparsity_threshold < 0:
+        raise ValueError(f'sparsity_threshold must be an integer >= 0 (0: dense forward Laplacian), '
+                         f'got {sparsity_threshold!r}.')
 
     if method == 'folx':
-        laplacian_fn = folx.forward_laplacian(log_psi_fn, sparsity_threshold=0, disable_jit=True)
+        dense_fn = folx.forward_laplacian(log_psi_fn, sparsity_threshold=0, disable_jit=True)
+        sparse_fn = folx.forward_laplacian(log_psi_fn, sparsity_threshold=int(sparsity_threshold),
+                                           disable_jit=True) if sparsity_threshold else None
+
+        def laplacian_fn(x):
+            if sparse_fn is None:
+                return dense_fn(x)
+            try:
+                return sparse_fn(x)
+            except Exception as err:  # noqa: BLE001 -- a folx tracing failure; the dense path is exact too
+                _warn_sparse_failed(err)
+                return dense_fn(x)
 
         def kinetic(x: Array) -> Array:
             out = laplacian_fn(x)
@@ -57,6 +93,7 @@ def make_local_energy(
     potential_fn: Callable[[Array, ContextValues], Dict[str, Array]],
     kinetic_method: str = 'folx',
     kinetic_scale: float = 1.0,
+    sparsity_threshold: int = 0,
 ) -> Callable[[Params, Array, ContextValues], Tuple[Array, Dict[str, Array]]]:
     """Builds ``local_energy(params, x, values) -> (E_L [], components)`` for one walker.
 
@@ -68,6 +105,7 @@ def make_local_energy(
       kinetic_scale: the kinetic operator is ``kinetic_scale · (-½∇²)``: 1 in Hartree
         atomic units, ``ħ²/m*`` for a system in other units (e.g. meV·nm² for the moiré
         system, where ``-ħ²/2m* ∇² = (ħ²/m*)(-½∇²)``).
+      sparsity_threshold: folx's sparse Jacobians (see ``make_kinetic_energy``).
 
     Returns:
       A pure function for one walker; ``components`` holds ``'kinetic'`` plus every
@@ -79,9 +117,11 @@ def make_local_energy(
         raise ValueError(f'Unknown kinetic method {kinetic_method!r}; choose one of {KINETIC_METHODS}.')
     if not kinetic_scale > 0:
         raise ValueError(f'kinetic_scale must be > 0, got {kinetic_scale}.')
+    make_kinetic_energy(lambda x: jnp.sum(x), kinetic_method, sparsity_threshold)  # validates the threshold now
 
     def local_energy(params: Params, x: Array, values: ContextValues):
-        kinetic_fn = make_kinetic_energy(lambda y: log_psi_fn(params, y, values), kinetic_method)
+        kinetic_fn = make_kinetic_energy(lambda y: log_psi_fn(params, y, values), kinetic_method,
+                                         sparsity_threshold)
         components = {'kinetic': kinetic_scale * kinetic_fn(x)}
         components.update(potential_fn(x, values))
         correction = components.pop('kinetic_correction', None)

@@ -39,9 +39,17 @@ def check_float(name: str, value, *, positive: bool = False, nonnegative: bool =
         raise ValueError(f'{name} must be in (0, 1), got {value}.')
 
 
-# VMCConfig.energy_batch_size=None on a CPU: about this many walkers × coordinates per pass, rounded to a
-# power of two in [4, 256] (2-core CPU: QERNEL N = 6 best at 64-128 walkers, Fermi Sets N = 10 at 16-32).
-CPU_ENERGY_WORKSET = 768
+# VMCConfig.energy_batch_size=None on a CPU: about this many walkers × (coordinates)² per pass, rounded to a
+# power of two in [4, 256]. A walker's forward-Laplacian tangents grow as (N·D) × N × width, so the walkers
+# that fit in cache fall as 1/N². Measured optima (2-core AMD EPYC): QERNEL N = 6 at 64-128 walkers, Fermi
+# Sets N = 10 at 16-32, QERNEL N = 24 and Fermi Sets N = 30 at 4 (of 4-64; 1.3x and 1.8x faster than 16).
+CPU_ENERGY_WORKSET = 9216
+
+# VMCConfig.laplacian_sparsity=None: folx's sparse Jacobians (threshold 8) from this many electrons on. Measured
+# (docs/results/scaling.md): Fermi Sets step 2x faster at N = 12-30, QERNEL local energy 1.4x at N = 24, no gain
+# at N = 6; tracing the sparsity pattern adds several seconds to every compile, which small N does not repay.
+SPARSE_LAPLACIAN_FROM_N = 12
+SPARSE_LAPLACIAN_THRESHOLD = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +65,10 @@ class VMCConfig:
       clip_scale: local energies are clipped to ``median ± clip_scale · mean|E - median|``
         (over the finite ones) in the gradient estimator only (energies reported are unclipped).
       kinetic_method: ``'folx'`` or ``'hessian'``.
+      laplacian_sparsity: folx's ``sparsity_threshold`` (``hamiltonians.make_kinetic_energy``):
+        intermediate Jacobians that depend on at most this many coordinates stay sparse (exact
+        either way; 0: dense). None: automatic, ``SPARSE_LAPLACIAN_THRESHOLD`` (8) from
+        ``SPARSE_LAPLACIAN_FROM_N`` (12) electrons on and dense below (see ``sparsity_for``).
       initial_step_size: proposal step in units of the system's length scale (raised to the
         sampler's ``step_size_power``: MALA's step is a diffusion time, length²).
       chunk_size: walkers per micro-batch for local energies, scores and gradients (None: all
@@ -68,7 +80,8 @@ class VMCConfig:
         cache: QERNEL at N = 6 and 1024 walkers 1.3× on two cores and 1.8× on one, Fermi Sets at
         N = 6-10 and 256 walkers 1.5-1.7× on two cores and 2.1-2.2× on one (benchmarks/README.md).
         None: automatic. On the CPU backend the walkers are split into equal passes of about
-        ``CPU_ENERGY_WORKSET / (N·D)`` walkers (a power of two in [4, 256]: 64 at N·D = 12), a
+        ``CPU_ENERGY_WORKSET / (N·D)²`` walkers (a power of two in [4, 256]: 64 at N·D = 12, 4
+        from N·D = 40 on), a
         number of passes that divides the walker count so that no remainder pass compiles a
         second program (no split if none does); on accelerators all walkers go at once. A
         smaller ``chunk_size`` takes precedence. Each walker's energy is computed alone either
@@ -91,6 +104,7 @@ class VMCConfig:
     target_acceptance: Optional[float] = None
     clip_scale: float = 5.0
     kinetic_method: str = 'folx'
+    laplacian_sparsity: Optional[int] = None
     initial_step_size: float = 0.5
     chunk_size: Optional[int] = None
     energy_batch_size: Optional[int] = None
@@ -103,6 +117,7 @@ class VMCConfig:
         check_int('VMCConfig.mcmc_substeps', self.mcmc_substeps)
         check_int('VMCConfig.chunk_size', self.chunk_size, allow_none=True)
         check_int('VMCConfig.energy_batch_size', self.energy_batch_size, allow_none=True)
+        check_int('VMCConfig.laplacian_sparsity', self.laplacian_sparsity, allow_none=True, minimum=0)
         if self.sampler not in samplers.SAMPLERS:
             raise ValueError(f'VMCConfig.sampler must be one of {samplers.SAMPLERS}, got {self.sampler!r}.')
         check_float('VMCConfig.target_acceptance', self.target_acceptance, open_unit=True, allow_none=True)
@@ -116,12 +131,18 @@ class VMCConfig:
                 raise ValueError(f'VMCConfig.{name} must be True or False, got {getattr(self, name)!r}.')
         parallel.check_dtype(self.network_dtype)
 
+    def sparsity_for(self, num_electrons: int) -> int:
+        """folx's sparsity threshold for the local energies of ``num_electrons`` electrons."""
+        if self.laplacian_sparsity is not None:
+            return int(self.laplacian_sparsity)
+        return SPARSE_LAPLACIAN_THRESHOLD if num_electrons >= SPARSE_LAPLACIAN_FROM_N else 0
+
     def energy_chunk(self, num_coords: int, num_walkers: int) -> Optional[int]:
         """Walkers per pass of the local energies of ``num_walkers`` walkers with ``num_coords`` =
         N·D coordinates on the current default backend (see ``energy_batch_size``); None: all at once."""
         batch = self.energy_batch_size
         if batch is None and jax.default_backend() == 'cpu':
-            target = 2 ** min(8, max(2, round(math.log2(CPU_ENERGY_WORKSET / max(int(num_coords), 1)))))
+            target = 2 ** min(8, max(2, round(math.log2(CPU_ENERGY_WORKSET / max(int(num_coords), 1) ** 2))))
             batch = _even_batch(int(num_walkers), target)
         if self.chunk_size is None:
             return batch

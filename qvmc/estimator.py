@@ -76,7 +76,7 @@ def make_block_functions(wavefunction, system, spins: Tuple[int, int], config: V
     """Pure functions of one walker block of particle content ``spins`` (nothing jitted here)."""
     log_psi = make_log_psi(wavefunction, system, spins)
     local_energy = make_local_energy(log_psi, system.potential_components, config.kinetic_method,
-                                     system.kinetic_scale)
+                                     system.kinetic_scale, config.sparsity_for(sum(spins)))
     kernel = samplers.make_kernel(config.sampler, config.mcmc_substeps)
     spec = samplers.kernel_spec(config.sampler)
     target = spec.target_acceptance if config.target_acceptance is None else config.target_acceptance

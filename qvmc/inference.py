@@ -84,7 +84,8 @@ class EnergyEstimate(NamedTuple):
         return row
 
 
-def mcmc_functions(wavefunction, system, ctx: Context, params: Params, kinetic_method: str = 'folx'):
+def mcmc_functions(wavefunction, system, ctx: Context, params: Params, kinetic_method: str = 'folx',
+                   sparsity_threshold: Optional[int] = None):
     """``(logdensity_fn, extra_fn)`` for ``samplers.MCMC`` on one context, in physical units.
 
     ``logdensity_fn(x) = 2 log|ψ(x)|`` and ``extra_fn(x) = {'energy': E_L, 'kinetic': ..., ...}``
@@ -95,10 +96,15 @@ def mcmc_functions(wavefunction, system, ctx: Context, params: Params, kinetic_m
         mcmc = samplers.MCMC('mala', num_warmup=200, num_samples=500, num_chains=256)
         mcmc.run(key, logdensity, dot.init_walkers(key, ctx, 256), extra_fn=extra)
         mcmc.print_summary()
+
+    ``sparsity_threshold``: folx's sparse Jacobians (None: ``VMCConfig.sparsity_for``'s choice by N).
     """
     system.validate(ctx)
     log_psi = make_log_psi(wavefunction, system, ctx.spins)
-    local_energy = make_local_energy(log_psi, system.potential_components, kinetic_method, system.kinetic_scale)
+    if sparsity_threshold is None:
+        sparsity_threshold = VMCConfig(laplacian_sparsity=None).sparsity_for(ctx.n_electrons)
+    local_energy = make_local_energy(log_psi, system.potential_components, kinetic_method, system.kinetic_scale,
+                                     sparsity_threshold)
     values = ctx.values
 
     def logdensity_fn(x):

@@ -204,7 +204,8 @@ def export_model(source: str, out_path: str, card: Optional[Dict[str, Any]] = No
       ansatz_name: registered ansatz (``ansatz.ANSATZ_NAMES``) the run trained.
       ansatz_config: its config object; default for ``'fermi_sets'``: width, layers and
         determinants from the checkpoint's ``run_config`` (the driver's flags), other sizes default.
-      system: the Hamiltonian family object (default ``QuantumDot()``, as the foundation driver uses).
+      system: the Hamiltonian family object (default ``QuantumDot(max_electrons=...)`` with the run's
+        ``--max-electrons``, 30 if it has none, as the foundation driver builds it).
       name: the model's name in its metadata (default: ``out_path``'s base name).
 
     Returns:
@@ -225,7 +226,8 @@ def export_model(source: str, out_path: str, card: Optional[Dict[str, Any]] = No
     else:
         run_config = dict(meta.get('run_config') or {})
         config = _ansatz_from_run(run_config, ansatz_name, ansatz_config)
-        system = QuantumDot() if system is None else system
+        if system is None:
+            system = QuantumDot(max_electrons=int(run_config.get('max_electrons') or QuantumDot.max_electrons))
         points = _training_set(leaves, meta)
         sha = hashlib.sha256(data).hexdigest()
         vmc_config = {k: v for k, v in (meta.get('vmc_config') or {}).items() if k in _SAMPLING_KEYS}

@@ -15,6 +15,7 @@ from qvmc.checkpoint import CHECKPOINT_NAME, LEGACY_LATEST
 from qvmc.state import TrainState
 
 CHECKED_KEYS = ('param_shapes', 'contexts', 'schedule')
+OPTIONAL_CHECKED_KEYS = ('system',)  # checked where the checkpoint records it (written since 0.3.1)
 
 
 def vmc_params_template(vmc):
@@ -30,10 +31,15 @@ def vmc_params_template(vmc):
 
 
 def model_metadata(vmc, schedule=None, run_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """What a checkpoint records about the run; ``param_shapes``, ``contexts`` and ``schedule``
-    must match on resume, the rest (VMC settings, the driver's configuration) is for the record."""
+    """What a checkpoint records about the run; ``param_shapes``, ``contexts``, ``schedule`` and
+    ``system`` (the Hamiltonian family's fields, e.g. the dot's ``max_electrons`` that scales the
+    context features) must match on resume, the rest (VMC settings, the driver's configuration)
+    is for the record."""
     shapes = jax.tree.map(lambda a: tuple(np.shape(a)), vmc_params_template(vmc))
-    return {'contexts': [c.label() for c in vmc.contexts], 'param_shapes': str(shapes),
+    system = vmc.system
+    system = {'name': type(system).__name__,
+              'params': _plain(dataclasses.asdict(system)) if dataclasses.is_dataclass(system) else repr(system)}
+    return {'contexts': [c.label() for c in vmc.contexts], 'param_shapes': str(shapes), 'system': system,
             'schedule': None if schedule is None else schedule.describe(),
             'vmc_config': dataclasses.asdict(vmc.config), 'run_config': _plain(dict(run_config or {}))}
 
@@ -137,7 +143,8 @@ def resume(vmc, state: TrainState, rng_key, run_dir: str, metadata: Dict[str, An
             raise ValueError(f'No readable checkpoint in {run_dir!r}; nothing was changed. '
                              + ' '.join(reason for _, reason in failures))
         return state, rng_key, None, {}
-    checkpoint.check_metadata(path, payload['metadata'], {k: metadata[k] for k in CHECKED_KEYS})
+    checked = CHECKED_KEYS + tuple(k for k in OPTIONAL_CHECKED_KEYS if k in payload['metadata'])
+    checkpoint.check_metadata(path, payload['metadata'], {k: metadata[k] for k in checked})
     loaded, stored_key = state_from_payload(payload, state, path)
     loaded = parallel.place_state(loaded, vmc.mesh, vmc.config.network_dtype)
     for bad, reason in failures:

@@ -75,6 +75,10 @@ DOT_BAD = [
     (['--train', '2:inf'], '--train', "'inf'"),
     (['--train', '2:1,,3'], '--train', "''"),
     (['--train', '2:0', '31:0'], '--train', "'31:0'"),
+    (['--max-electrons', '0'], '--max-electrons', "'0'"),
+    (['--max-electrons', 'x'], '--max-electrons', "'x'"),
+    (['--max-electrons', '20', '--train', '2:0', '30:1'], '--train', "'30:1'"),
+    (['--max-electrons', '56', '--predict', '58:1'], '--predict', "'58:1'"),
     (['--predict', '2:nan'], '--predict', "'nan'"),
     (['--train', '6:1@0'], '--train', "'0'"),  # ω > 0
     (['--train', '6:1@-0.5'], '--train', "'-0.5'"),
@@ -283,6 +287,8 @@ def test_valid_flags_parse_cleanly():
     dot = quantum_dot_foundation.parse_args(['--train', '2:0,2@1,0.28', '6:1@0.5', '--predict', '6:1@0.28',
                                              '--schedule', 'blockwise'])  # blockwise: one base per (N, ω)
     assert dot.train == ['2:0,2@1,0.28', '6:1@0.5']
+    dot = quantum_dot_foundation.parse_args(['--max-electrons', '56', '--train', '30:1', '--predict', '42:0,1'])
+    assert dot.max_electrons == 56
     moire = moire_transition.parse_args(
         ['--steps', '4', '--block-length', '2', '--stages', '0:2', '--walkers', '16', '--hidden', '8',
          '--substeps', '3', '--sweep-points', '5', '--eval-walkers', '16', '--eval-steps', '8',

@@ -24,9 +24,10 @@ def fermi_sets():
     return wf, params
 
 
-@pytest.mark.parametrize('spins', [(2, 1), (3, 3), (4, 0)])
-def test_folx_matches_hessian_on_fermi_sets(fermi_sets, spins):
-    """The forward-Laplacian kinetic energy equals the Hessian-diagonal one (same ∇²logψ + |∇logψ|²)."""
+@pytest.mark.parametrize('spins, thresholds', [((2, 1), (0,)), ((3, 3), (0,)), ((4, 0), (0,)), ((4, 4), (0, 8))])
+def test_folx_matches_hessian_on_fermi_sets(fermi_sets, spins, thresholds):
+    """The forward-Laplacian kinetic energy, dense and (at N = 8) with folx's sparse Jacobians (threshold 8,
+    the automatic choice at large N), equals the Hessian-diagonal one (same ∇²logψ + |∇logψ|²)."""
     wf, params = fermi_sets
     dot = QuantumDot()
     ctx = dot.context(*spins, lam=2.0, omega=1.0)
@@ -35,15 +36,35 @@ def test_folx_matches_hessian_on_fermi_sets(fermi_sets, spins):
 
     def both(p, x, values):
         kinetic = {}
-        for method in KINETIC_METHODS:
-            local_energy = make_local_energy(log_psi, dot.potential_components, method)
-            kinetic[method] = local_energy(p, x, values)[1]['kinetic']
+        for method, threshold in [('folx', t) for t in thresholds] + [('hessian', 0)]:
+            local_energy = make_local_energy(log_psi, dot.potential_components, method, sparsity_threshold=threshold)
+            kinetic[method, threshold] = local_energy(p, x, values)[1]['kinetic']
         return kinetic
 
     kinetic = jax.jit(jax.vmap(both, in_axes=(None, 0, None)))(params, walkers, ctx.values)
-    folx_ke, hessian_ke = np.asarray(kinetic['folx']), np.asarray(kinetic['hessian'])
+    folx_ke, hessian_ke = np.asarray(kinetic['folx', 0]), np.asarray(kinetic['hessian', 0])
     assert np.all(np.isfinite(folx_ke))
     np.testing.assert_allclose(folx_ke, hessian_ke, rtol=1e-8, atol=1e-10)
+    for threshold in thresholds[1:]:
+        np.testing.assert_allclose(np.asarray(kinetic['folx', threshold]), hessian_ke, rtol=1e-8, atol=1e-10)
+
+
+def test_laplacian_sparsity_setting():
+    """``VMCConfig.laplacian_sparsity``: automatic by N (dense below 12 electrons), a fixed value
+    everywhere, and bad values refused with the field's name (also by the factories)."""
+    from qvmc import VMCConfig
+    assert [VMCConfig().sparsity_for(n) for n in (2, 6, 11, 12, 30)] == [0, 0, 0, 8, 8]
+    assert VMCConfig(laplacian_sparsity=0).sparsity_for(30) == 0
+    assert VMCConfig(laplacian_sparsity=4).sparsity_for(2) == 4
+    for bad in (-1, 2.5, True, '8'):
+        with pytest.raises(ValueError, match='laplacian_sparsity'):
+            VMCConfig(laplacian_sparsity=bad)
+    for bad in (-1, 1.5, None):
+        with pytest.raises(ValueError, match='sparsity_threshold'):
+            make_kinetic_energy(lambda x: jnp.sum(x), 'folx', sparsity_threshold=bad)
+        with pytest.raises(ValueError, match='sparsity_threshold'):
+            make_local_energy(lambda p, x, v: jnp.sum(x), QuantumDot().potential_components, 'folx',
+                              sparsity_threshold=bad)
 
 
 def test_unknown_kinetic_method_rejected():
@@ -98,8 +119,8 @@ def test_energy_batches_equal_one_pass(fermi_sets):
     assert VMCConfig(energy_batch_size=3, chunk_size=5).energy_chunk(12, 1024) == 3
     assert VMCConfig(energy_batch_size=48).energy_chunk(12, 100) == 48  # explicit: a remainder pass is allowed
     if jax.default_backend() == 'cpu':
-        assert CPU_ENERGY_WORKSET == 768
-        assert [VMCConfig().energy_chunk(c, 4096) for c in (1, 12, 20, 108, 1000)] == [256, 64, 32, 8, 4]
+        assert CPU_ENERGY_WORKSET == 9216  # walkers × (N·D)²
+        assert [VMCConfig().energy_chunk(c, 4096) for c in (1, 12, 20, 32, 48, 1000)] == [256, 64, 32, 8, 4, 4]
         # equal passes that divide the walkers (no second program for a remainder), or one pass
         assert [VMCConfig().energy_chunk(12, w) for w in (64, 100, 192, 1000, 97)] == [None, 50, 64, 50, None]
         assert VMCConfig(chunk_size=16).energy_chunk(12, 1024) == 16

@@ -89,15 +89,18 @@ def test_periodic_under_single_electron_lattice_translation(name):
 @pytest.mark.parametrize('name', ['qernel', 'psiformer'])
 @pytest.mark.parametrize('periodic', [False, True], ids=['open', 'periodic'])
 def test_forward_laplacian_matches_hessian(name, periodic):
-    """folx's forward-Laplacian kinetic energy equals the Hessian-loop one (float64, rtol 1e-8)."""
+    """folx's forward-Laplacian kinetic energy, dense and with sparse Jacobians, equals the Hessian-loop one
+    (float64, rtol 1e-8)."""
     spins = (2, 1)
     wf, params, cond, _ = _build(name, triangular_lattice if periodic else None, spins)
     log_psi = lambda y: wf.apply(params, y, cond, spins, 1.0)[1]
     x = 1.2 * jax.random.normal(jax.random.PRNGKey(3), (3, 2))
     folx_ke = float(jax.jit(make_kinetic_energy(log_psi, 'folx'))(x))
+    sparse_ke = float(jax.jit(jax.vmap(make_kinetic_energy(log_psi, 'folx', sparsity_threshold=8)))(x[None])[0])
     hessian_ke = float(jax.jit(make_kinetic_energy(log_psi, 'hessian'))(x))
     assert np.isfinite(folx_ke)
     np.testing.assert_allclose(folx_ke, hessian_ke, rtol=1e-8)
+    np.testing.assert_allclose(sparse_ke, hessian_ke, rtol=1e-8)  # folx's sparse Jacobians are exact too
 
 
 def test_bad_configs_raise_value_error():

@@ -234,6 +234,10 @@ def test_walker_count_change_bad_checkpoints_and_nothing_overwritten(tmp_path):
     with pytest.raises(ValueError, match='incompatible: param_shapes'):  # another network size
         other = _vmc(width=16)
         train(other, vmc.init(key), key, 6, run_dir=run, print_fn=None)
+    with pytest.raises(ValueError, match='incompatible: system'):  # another max_electrons: other context features
+        from hamiltonians import QuantumDot
+        other = type(vmc)(vmc.wavefunction, QuantumDot(max_electrons=12), vmc.contexts, vmc.optimizer, vmc.config)
+        train(other, other.init(key), key, 6, run_dir=run, print_fn=None)
     with pytest.raises(ValueError, match='cannot be split into 2'):
         train(vmc, vmc.init(key), key, 6, run_dir=run, total_walkers=9, print_fn=None)
     assert snapshot() == before
