@@ -11,7 +11,8 @@ iteration at 1024 walkers and 30 MCMC steps; −59.36 meV/electron after ~1000 i
 
 Sizes from the environment:
 
-* ``QVMC_BENCH_TTE_N`` (6): electrons of the step breakdown (``test_step_breakdown``); 24 is the
+* ``QVMC_BENCH_TTE_N`` (6): electrons of the step breakdown (``test_step_breakdown``, and
+  ``test_step_prefixes``: growing prefixes of the step jitted as one program each); 24 is the
   issue's 6×6 supercell at ν = 2/3 (run it with ``QVMC_BENCH_TTE_WALKERS=256``). The network is the
   same with ``max_orbitals`` raised to N where N exceeds its default. The time-to-energy run stays at 6.
 * ``QVMC_BENCH_TTE_WALKERS`` (1024), ``QVMC_BENCH_TTE_SUBSTEPS`` (30): walkers and MCMC
@@ -181,6 +182,36 @@ def test_step_breakdown(report):
     row = {'benchmark': 'moiré step (peer matched)', 'N': BREAKDOWN_N, 'walkers': WALKERS, 'substeps': SUBSTEPS, 'kernel': KERNEL,
            'parameters': num_params, **{f'{k} s': round(v, 3) for k, v in parts.items()},
            **_peer_columns(parts['whole step'])}
+    print(row)
+    report(row)
+
+
+def step_prefixes(vmc, state, ctx):
+    """Seconds of growing prefixes of one step, each jitted as one program: where the whole step's time
+    goes beyond its parts timed alone (fusion, copies of the score matrix, the update)."""
+    fns = make_block_functions(vmc.wavefunction, vmc.system, ctx.spins, vmc.config)
+    params, chain, values = state.params, state.chains[0], state.values[0]
+    key, config = jax.random.PRNGKey(1), vmc.config
+
+    def sample_energies(k, c):
+        c, info = fns.sample(k, params, c, values)
+        return c, info, fns.energies(params, c.walkers, values)
+
+    def with_rows(k, c):
+        c, info, (e, comps) = sample_energies(k, c)
+        return block_score_rows(fns, params, c.walkers, values, estimate_block(e, comps, info.num_reseeded, config))
+    return {'sampling': _median_seconds(jax.jit(lambda k, c: fns.sample(k, params, c, values)), key, chain),
+            'local energy': _median_seconds(jax.jit(lambda w: fns.energies(params, w, values)), chain.walkers),
+            'sampling + local energy': _median_seconds(jax.jit(sample_energies), key, chain),
+            '+ score rows': _median_seconds(jax.jit(with_rows), key, chain),
+            'whole step': _median_seconds(vmc.step, key, state)}
+
+
+def test_step_prefixes(report):
+    vmc, state, ctx = setup(n=BREAKDOWN_N)
+    parts = step_prefixes(vmc, state, ctx)
+    row = {'benchmark': 'moiré step prefixes', 'N': BREAKDOWN_N, 'walkers': WALKERS, 'substeps': SUBSTEPS,
+           'kernel': KERNEL, **{f'{k} s': round(v, 3) for k, v in parts.items()}}
     print(row)
     report(row)
 
