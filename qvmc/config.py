@@ -46,7 +46,7 @@ def check_float(name: str, value, *, positive: bool = False, nonnegative: bool =
 CPU_ENERGY_WORKSET = 9216
 
 # VMCConfig.laplacian_sparsity=None: folx's sparse Jacobians (threshold 8) from this many electrons on. Measured
-# (docs/results/scaling.md): Fermi Sets step 2x faster at N = 12-30, QERNEL local energy 1.4x at N = 24, no gain
+# (docs/results/scaling.md): Fermi Sets step 1.7-2x faster at N = 12-30, QERNEL local energy 1.4x at N = 24, no gain
 # at N = 6; tracing the sparsity pattern adds several seconds to every compile, which small N does not repay.
 SPARSE_LAPLACIAN_FROM_N = 12
 SPARSE_LAPLACIAN_THRESHOLD = 8
