@@ -70,7 +70,8 @@ def validate_args(args, parser):
             try:
                 dot.context(*spins_of(n, args.spin), lam=lam, omega=omega)
             except ValueError as err:
-                why = f'N must be ≤ --max-electrons = {dot.max_electrons}' if n > dot.max_electrons else str(err)
+                too_large = n > dot.max_electrons
+                why = f'N must be ≤ --max-electrons = {dot.max_electrons}' if too_large else str(err)
                 parser.error(f'{flag}: bad N {n} in {token!r} ({args.spin} N = {n} at λ = {lam:g}, ω = {omega:g}: '
                              f'{why})')
 

@@ -26,6 +26,12 @@ def _warn_sparse_failed(err: Exception) -> None:
                       'to silence this.', RuntimeWarning, stacklevel=3)
 
 
+def _check_sparsity_threshold(threshold) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 0:
+        raise ValueError(f'sparsity_threshold must be an integer >= 0 (0: dense forward Laplacian), '
+                         f'got {threshold!r}.')
+
+
 def make_kinetic_energy(log_psi_fn: Callable[[Array], Array],
                         method: str = 'folx', sparsity_threshold: int = 0) -> Callable[[Array], Array]:
     """Kinetic energy ``-½ ∇²ψ / ψ`` of a real wavefunction at one walker.
@@ -49,10 +55,7 @@ def make_kinetic_energy(log_psi_fn: Callable[[Array], Array],
     """
     if method not in KINETIC_METHODS:
         raise ValueError(f'Unknown kinetic method {method!r}; choose one of {KINETIC_METHODS}.')
-    if isinstance(sparsity_threshold, bool) or not isinstance(sparsity_threshold, (int, np.integer)) \
-            or sparsity_threshold < 0:
-        raise ValueError(f'sparsity_threshold must be an integer >= 0 (0: dense forward Laplacian), '
-                         f'got {sparsity_threshold!r}.')
+    _check_sparsity_threshold(sparsity_threshold)
 
     if method == 'folx':
         dense_fn = folx.forward_laplacian(log_psi_fn, sparsity_threshold=0, disable_jit=True)
@@ -117,7 +120,7 @@ def make_local_energy(
         raise ValueError(f'Unknown kinetic method {kinetic_method!r}; choose one of {KINETIC_METHODS}.')
     if not kinetic_scale > 0:
         raise ValueError(f'kinetic_scale must be > 0, got {kinetic_scale}.')
-    make_kinetic_energy(lambda x: jnp.sum(x), kinetic_method, sparsity_threshold)  # validates the threshold now
+    _check_sparsity_threshold(sparsity_threshold)
 
     def local_energy(params: Params, x: Array, values: ContextValues):
         kinetic_fn = make_kinetic_energy(lambda y: log_psi_fn(params, y, values), kinetic_method,

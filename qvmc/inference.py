@@ -102,7 +102,7 @@ def mcmc_functions(wavefunction, system, ctx: Context, params: Params, kinetic_m
     system.validate(ctx)
     log_psi = make_log_psi(wavefunction, system, ctx.spins)
     if sparsity_threshold is None:
-        sparsity_threshold = VMCConfig(laplacian_sparsity=None).sparsity_for(ctx.n_electrons)
+        sparsity_threshold = VMCConfig().sparsity_for(ctx.n_electrons)
     local_energy = make_local_energy(log_psi, system.potential_components, kinetic_method, system.kinetic_scale,
                                      sparsity_threshold)
     values = ctx.values
