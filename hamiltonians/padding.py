@@ -16,9 +16,14 @@ the quantum dot leaves it out of the interaction. Its local energy is then exact
 term. The local energy and every component are therefore those of the electrons alone, for
 every configuration of the padding rows; the padding rows only cost compute and lower the
 acceptance of all-electron moves a little.
+
+Callers do not decide pad-or-not themselves: ``make_layout(pad, ...)`` is built once (checked
+against the wavefunction and the system) and answers every layout question: the compiled
+program's key (``spins``), the traced values, the initial walkers, the electron rows and mask.
+``Layout()`` is the unpadded layout, ``PaddedLayout(pad)`` the padded one.
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Set, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -89,19 +94,6 @@ def pad_walkers(rng_key, walkers, ctx: Context, pad: Tuple[int, int], length_sca
     return out.at[:, pad[0]:pad[0] + ctx.n_down].set(walkers[:, ctx.n_up:])
 
 
-def padded_init(system, pad: Optional[Tuple[int, int]]):
-    """``init(rng_key, ctx, num_walkers) -> [W, P, D]``: ``system.init_walkers`` with padding rows added
-    (``system.init_walkers`` itself when ``pad`` is None)."""
-    if pad is None:
-        return system.init_walkers
-
-    def init(rng_key, ctx: Context, num_walkers: int):
-        walkers = system.init_walkers(rng_key, ctx, num_walkers)
-        return pad_walkers(jax.random.fold_in(rng_key, 1), walkers, ctx, pad,
-                           system.length_scale(padded_values(ctx, pad)))
-    return init
-
-
 def electron_rows(walkers, ctx: Context, pad: Tuple[int, int]) -> np.ndarray:
     """The electrons of padded walkers ``[..., P, D]`` -> ``[..., n, D]`` (host side)."""
     walkers = np.asarray(walkers)
@@ -114,3 +106,135 @@ def active_counts(values, n_up: int, n_down: int):
     if mask is None:
         return n_up, n_down
     return jnp.sum(mask[:n_up]), jnp.sum(mask[n_up:])
+
+
+class Layout:
+    """The unpadded walker layout: a context's walkers are ``[W, n_up + n_down, D]``, its values
+    ``ctx.values``, its program the one of its own particle content.
+
+    ``PaddedLayout`` answers the same questions for a padded content; build either with
+    ``make_layout``. Layouts are immutable, hashable and compare by their padded content.
+    """
+    __slots__ = ()
+    pad: Optional[Tuple[int, int]] = None
+
+    def __setattr__(self, name, value):
+        raise AttributeError('a layout is immutable')
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Layout) and self.pad == other.pad
+
+    def __hash__(self) -> int:
+        return hash((Layout, self.pad))
+
+    def __repr__(self) -> str:
+        return 'Layout()'
+
+    def check(self, ctx: Context) -> None:
+        """``ValueError`` if ``ctx`` cannot run in this layout (never, unpadded)."""
+
+    def spins(self, ctx: Context) -> Tuple[int, int]:
+        """The particle content of ``ctx``'s walker rows: the key of its compiled program."""
+        return ctx.spins
+
+    def values(self, ctx: Context) -> Dict[str, np.ndarray]:
+        """The traced context values of ``ctx`` in this layout."""
+        return dict(ctx.values)
+
+    def walker_sizes(self, ctx: Context) -> Set[int]:
+        """Rows per walker accepted as ``ctx``'s walkers (electrons only, or already laid out)."""
+        return {ctx.n_electrons}
+
+    def init_walkers(self, system):
+        """``init(rng_key, ctx, num_walkers) -> [W, rows, D]``: fresh walkers in this layout."""
+        return system.init_walkers
+
+    def place(self, rng_key, walkers, ctx: Context, system) -> jax.Array:
+        """Given walkers of ``ctx`` (electrons only, or already in this layout) in this layout."""
+        return jnp.asarray(walkers)
+
+    def electrons(self, walkers, ctx: Context) -> np.ndarray:
+        """The electron rows ``[..., n, D]`` of walkers ``[..., rows, D]`` in this layout (host side)."""
+        return np.asarray(walkers)
+
+    def electron_row(self, electron: int, ctx: Context) -> int:
+        """The walker row that holds electron ``electron`` (0 … n-1) of ``ctx``."""
+        return electron
+
+    def context(self, spins: Sequence[int], values) -> Context:
+        """The ``Context`` of a block with walker rows ``spins`` and values ``values`` (host side)."""
+        return Context.make(spins[0], spins[1], **{k: float(np.asarray(v)) for k, v in values.items()})
+
+
+class PaddedLayout(Layout):
+    """Every context that fits ``pad = (P_up, P_down)`` runs with walkers ``[W, P_up + P_down, D]``
+    (padding rows after each spin's electrons) and the mask ``values['active']``: one compiled program
+    for all of them.
+    """
+
+    __slots__ = ('pad',)
+
+    def __init__(self, pad):
+        object.__setattr__(self, 'pad', check_pad(pad))
+
+    def __repr__(self) -> str:
+        return f'PaddedLayout({self.pad})'
+
+    def check(self, ctx: Context) -> None:
+        check_fits(ctx, self.pad)
+
+    def spins(self, ctx: Context) -> Tuple[int, int]:
+        self.check(ctx)
+        return self.pad
+
+    def values(self, ctx: Context) -> Dict[str, np.ndarray]:
+        return padded_values(ctx, self.pad)
+
+    def walker_sizes(self, ctx: Context) -> Set[int]:
+        return {ctx.n_electrons, sum(self.pad)}
+
+    def init_walkers(self, system):
+        def init(rng_key, ctx: Context, num_walkers: int):
+            walkers = system.init_walkers(rng_key, ctx, num_walkers)
+            return self.place(jax.random.fold_in(rng_key, 1), walkers, ctx, system)
+        return init
+
+    def place(self, rng_key, walkers, ctx: Context, system) -> jax.Array:
+        walkers = jnp.asarray(walkers)
+        if walkers.shape[1] == sum(self.pad):
+            self.check(ctx)
+            return walkers
+        return pad_walkers(rng_key, walkers, ctx, self.pad, system.length_scale(self.values(ctx)))
+
+    def electrons(self, walkers, ctx: Context) -> np.ndarray:
+        return electron_rows(walkers, ctx, self.pad)
+
+    def electron_row(self, electron: int, ctx: Context) -> int:
+        return electron if electron < ctx.n_up else self.pad[0] + electron - ctx.n_up
+
+    def context(self, spins: Sequence[int], values) -> Context:
+        mask = np.asarray(values[ACTIVE])
+        n_up, n_down = int(round(mask[:spins[0]].sum())), int(round(mask[spins[0]:].sum()))
+        return Context.make(n_up, n_down, **{k: float(np.asarray(v)) for k, v in values.items() if k != ACTIVE})
+
+
+UNPADDED = Layout()
+
+
+def make_layout(pad=None, wavefunction=None, system=None, where: str = 'padding') -> Layout:
+    """The walker layout of ``pad`` (None: ``UNPADDED``; ``(n_up, n_down)``: a ``PaddedLayout``; a
+    ``Layout`` stands for itself), built once by a caller. With ``wavefunction`` and ``system``, a
+    padded layout is checked to be supported by both (``check_support``; ``where`` names the caller)."""
+    if isinstance(pad, Layout):
+        pad = pad.pad
+    if pad is None:
+        return UNPADDED
+    if wavefunction is not None or system is not None:
+        return PaddedLayout(check_support(pad, wavefunction, system, where))
+    return PaddedLayout(pad)
+
+
+def layout_of_values(spins: Sequence[int], values) -> Layout:
+    """The layout of a block whose walker rows are ``spins`` and whose values are ``values``: padded
+    exactly when the values carry the padding mask."""
+    return make_layout(tuple(spins)) if ACTIVE in values else UNPADDED

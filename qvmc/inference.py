@@ -1,24 +1,21 @@
 """Inference without training: equilibrate fresh walkers for any context and estimate
 energies, components and the one-body density with autocorrelation-aware error bars."""
 
-import time
-from typing import Dict, NamedTuple, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-import samplers
 from hamiltonians import padding
 from hamiltonians.context import Context
 from hamiltonians.local_energy import make_local_energy
 from hamiltonians.system import check_geometry, make_log_psi
 from qvmc.config import VMCConfig
 from qvmc.estimator import jit_block_runner
+from qvmc.measurement import burn_in_and_measure
 from qvmc.observables import density_counts, normalise_density
 from qvmc.reporting import stats_frame
-from samplers import engine
 from samplers import stats as qstats
 from samplers.types import Params, PRNGKey
 
@@ -136,12 +133,15 @@ class Predictor:
     def __init__(self, wavefunction, system, config: VMCConfig = VMCConfig(), density_bins: int = 64,
                  pad: Optional[Sequence[int]] = None):
         check_geometry(wavefunction, system, 'Predictor')
-        if pad is not None:
-            pad = padding.check_support(pad, wavefunction, system, 'Predictor')
+        self.layout = padding.make_layout(pad, wavefunction, system, 'Predictor')
         self.wavefunction, self.system, self.config = wavefunction, system, config
         self.density_bins = density_bins
-        self.pad = pad
         self._compiled = {}
+
+    @property
+    def pad(self) -> Optional[Tuple[int, int]]:
+        """The padded content every context runs in (``layout.pad``; None: unpadded)."""
+        return self.layout.pad
 
     def _functions(self, spins):
         """The jitted runner of ``spins`` (``jit_block_runner``, ``args = (params, values, extent)``),
@@ -176,44 +176,23 @@ class Predictor:
           density_extent: half-width of the density grid; default from the walkers.
         """
         self.system.validate(ctx)
-        for name, v in (('num_walkers', num_walkers), ('num_steps', num_steps), ('burn_in_chunk', burn_in_chunk)):
-            if v <= 0:
-                raise ValueError(f'{name} must be > 0, got {v}.')
-        if max_burn_in < min_burn_in:
-            raise ValueError(f'max_burn_in ({max_burn_in}) must be >= min_burn_in ({min_burn_in}).')
-        start = time.time()
-        key_init, key_burn, key_measure = jax.random.split(rng_key, 3)
-        if self.pad is None:
-            run, values = self._functions(ctx.spins), ctx.values
-            walkers = self.system.init_walkers(key_init, ctx, num_walkers)
-        else:
-            padding.check_fits(ctx, self.pad)
-            run, values = self._functions(self.pad), padding.padded_values(ctx, self.pad)
-            walkers = padding.padded_init(self.system, self.pad)(key_init, ctx, num_walkers)
-        chain = samplers.ChainState(walkers, jnp.asarray(self.config.initial_step_size, walkers.dtype))
-        chain, report = engine.burn_in(run, key_burn, chain, (params, values, jnp.asarray(1.0, walkers.dtype)),
-                                       chunk=burn_in_chunk, min_steps=min_burn_in, max_steps=max_burn_in)
-        if density_extent is None:
-            electrons = chain.walkers if self.pad is None else padding.electron_rows(chain.walkers, ctx, self.pad)
-            radii = np.linalg.norm(np.asarray(electrons), axis=-1)
-            density_extent = float(1.15 * np.quantile(radii, 0.999))
-        extent = jnp.asarray(density_extent, walkers.dtype)
-        chain, traces = engine.sample(run, key_measure, chain, (params, values, extent), num_draws=num_steps,
-                                      chunk=num_steps)
-        trace = np.asarray(traces.per_walker.pop('energy'), np.float64)  # [W, T]
-        if not np.all(np.isfinite(trace)):
-            raise FloatingPointError(f'Non-finite local energies while measuring {ctx.label()}: the '
-                                     'wavefunction or the sampler diverged (check the parameters).')
-        components = {k: qstats.compute_stats(np.asarray(v, np.float64)) for k, v in traces.per_walker.items()}
+        run = self._functions(self.layout.spins(ctx))
+        m = burn_in_and_measure(run, self.layout, self.system, self.config, params, ctx, rng_key,
+                                num_walkers=num_walkers, num_steps=num_steps, burn_in_chunk=burn_in_chunk,
+                                min_burn_in=min_burn_in, max_burn_in=max_burn_in, extent=density_extent,
+                                measure_chunk=num_steps)
+        per_walker = dict(m.per_walker)
+        trace = np.asarray(per_walker.pop('energy'), np.float64)  # [W, T]
+        components = {k: qstats.compute_stats(np.asarray(v, np.float64)) for k, v in per_walker.items()}
         density = None
         if self.density_bins:
-            counts = np.asarray(traces.per_draw['density'], np.int64).sum(axis=0)
+            counts = np.asarray(m.per_draw['density'], np.int64).sum(axis=0)
             dens, _, outside = normalise_density(counts, num_walkers * num_steps, ctx.n_electrons,
-                                                 self.density_bins, density_extent)
-            edges = np.linspace(-density_extent, density_extent, self.density_bins + 1)
+                                                 self.density_bins, m.extent)
+            edges = np.linspace(-m.extent, m.extent, self.density_bins + 1)
             density = Density(dens.reshape(self.density_bins, self.density_bins), edges, outside)
-        return EnergyEstimate(ctx, qstats.compute_stats(trace), components, report.steps, report.equilibrated,
-                              float(np.mean(traces.per_draw['acceptance'])), density, trace, time.time() - start)
+        return EnergyEstimate(ctx, qstats.compute_stats(trace), components, m.report.steps, m.report.equilibrated,
+                              float(np.mean(m.per_draw['acceptance'])), density, trace, m.seconds)
 
     def sweep(self, params: Params, contexts: Sequence[Context], rng_key: PRNGKey, **kwargs) -> pd.DataFrame:
         """``estimate`` at every context; one DataFrame row each (see ``EnergyEstimate.to_row``)."""

@@ -171,10 +171,8 @@ def _training_set(leaves: Dict[str, Any], meta: Dict[str, Any]) -> List[Dict[str
     for i, spins in enumerate(meta.get('spins') or []):
         prefix = f"['values'][{i}]['"
         values = {k[len(prefix):-2]: np.asarray(v) for k, v in leaves.items() if k.startswith(prefix)}
-        mask = values.pop(padding.ACTIVE, None)
-        if mask is not None:  # a padded run: the electrons are the mask's rows
-            spins = (round(float(mask[:spins[0]].sum())), round(float(mask[spins[0]:].sum())))
-        points.append({'n_up': int(spins[0]), 'n_down': int(spins[1]), **{k: float(v) for k, v in values.items()}})
+        ctx = padding.layout_of_values(spins, values).context(spins, values)  # a padded run: the mask's rows
+        points.append({'n_up': ctx.n_up, 'n_down': ctx.n_down, **{k: float(v) for k, v in ctx.values.items()}})
     return points
 
 

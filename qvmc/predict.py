@@ -136,7 +136,7 @@ def main(argv=None):
     ctx = model.context(args.n, args.lam, args.omega)
     found = {}  # every open-shell order of N with the same key (one for closed shells); the lowest energy wins
     for order in model.open_shell_orders(args.n):
-        found[order] = model.sweep(open_shell_order=order, pad=model.padding(args.pad_n)).measure(
+        found[order] = model.sweep(open_shell_order=order, pad=model.layout(args.pad_n)).measure(
             model.params, ctx, jax.random.PRNGKey(args.seed), num_walkers=args.walkers, num_steps=args.steps,
             burn_in_chunk=args.burn_in[0], min_burn_in=args.burn_in[1], max_burn_in=args.burn_in[2])
     order, measured = min(found.items(), key=lambda item: item[1].row['energy'])

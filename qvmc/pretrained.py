@@ -27,6 +27,7 @@ import numpy as np
 
 from ansatz import harmonic_basis
 from ansatz.registry import ANSATZE, make_ansatz
+from hamiltonians import padding
 from hamiltonians.context import Context
 from qvmc.config import VMCConfig
 from qvmc.model_file import MODEL_SUFFIX, build, export_model, read, restore_params, spins_for  # noqa: F401
@@ -171,14 +172,12 @@ class PretrainedModel:
         from qvmc.sweep import Sweep  # pylint: disable=import-outside-toplevel
         return Sweep(self._wavefunction(open_shell_order), self.system, config or self.sampling, **kwargs)
 
-    def padding(self, pad_n: Optional[int]):
-        """``(n_up, n_down)`` of ``pad_n`` electrons in the model's sector, the padded content under
-        which every N ≤ ``pad_n`` shares one compiled program (None: one program per N)."""
-        if pad_n is None:
-            return None
-        if isinstance(pad_n, bool) or not isinstance(pad_n, (int, np.integer)) or pad_n < 1:
+    def layout(self, pad_n: Optional[int]) -> padding.Layout:
+        """The walker layout of ``pad_n`` electrons in the model's sector: padded to that content, under
+        which every N ≤ ``pad_n`` shares one compiled program (None: unpadded, one program per N)."""
+        if pad_n is not None and (isinstance(pad_n, bool) or not isinstance(pad_n, (int, np.integer)) or pad_n < 1):
             raise ValueError(f'pad_n must be a positive number of electrons or None, got {pad_n!r}.')
-        return self.spins(int(pad_n))
+        return padding.make_layout(None if pad_n is None else self.spins(int(pad_n)))
 
     def estimates(self, n: int, lam: float, rng_key=None, *, orders: Optional[Sequence[str]] = None,
                   omega: Optional[float] = None, seed: int = 0, pad_n: Optional[int] = None,
@@ -188,14 +187,13 @@ class PretrainedModel:
         electrons, so that every N ≤ ``pad_n`` reuses one compiled program (``hamiltonians.padding``)."""
         key = jax.random.PRNGKey(seed) if rng_key is None else rng_key
         ctx = self.context(n, lam, omega)
-        pad = self.padding(pad_n)
-        if pad is not None and (ctx.n_up > pad[0] or ctx.n_down > pad[1]):
-            raise ValueError(f'pad_n = {pad_n} is smaller than N = {n}; pad to at least N (or None).')
+        layout = self.layout(pad_n)
+        layout.check(ctx)  # before anything compiles
         out = {}
         for order in (self.open_shell_orders(n) if orders is None else orders):
-            if (order, pad) not in self._predictors:
-                self._predictors[order, pad] = self.predictor(open_shell_order=order, pad=pad)
-            out[order] = self._predictors[order, pad].estimate(self.params, ctx, key, **kwargs)
+            if (order, layout) not in self._predictors:
+                self._predictors[order, layout] = self.predictor(open_shell_order=order, pad=layout)
+            out[order] = self._predictors[order, layout].estimate(self.params, ctx, key, **kwargs)
         return out
 
     def estimate(self, n: int, lam: float, rng_key=None, *, omega: Optional[float] = None, seed: int = 0,

@@ -14,10 +14,10 @@ from samplers.chains import ChainState
 from samplers.types import Array, Params
 
 
-def context_values(ctx: Context, pad: Optional[Tuple[int, int]] = None) -> Dict[str, Array]:
-    """A context's parameters as float64 arrays (the dynamic part the step is traced over); with
-    ``pad``, plus the padding mask of ``hamiltonians.padding``."""
-    values = ctx.values if pad is None else padding.padded_values(ctx, pad)
+def context_values(ctx: Context, layout: padding.Layout = padding.UNPADDED) -> Dict[str, Array]:
+    """A context's parameters as float64 arrays (the dynamic part the step is traced over), in the
+    walker ``layout`` (a padded one adds the padding mask of ``hamiltonians.padding``)."""
+    values = layout.values(ctx)
     return {k: jnp.asarray(v, jnp.float64) if jax.config.jax_enable_x64 else np.asarray(v, np.float64)
             for k, v in values.items()}
 
@@ -29,7 +29,7 @@ class TrainState:
     A pytree: ``spins`` (the particle content ``(n_up, n_down)`` of every walker block) is
     static, so a jitted step compiles once per layout of particle contents; every other
     field is traced, so new context *values* (a blockwise schedule's next λ draw) never
-    recompile. A padded state (``create(..., pad=)``, ``hamiltonians.padding``) has the padded
+    recompile. A padded state (``create(..., layout=PaddedLayout(pad))``, ``hamiltonians.padding``) has the padded
     content as every block's ``spins`` and the padding mask in its values: contexts of any N
     that fits then share one program.
 
@@ -52,33 +52,29 @@ class TrainState:
 
     @staticmethod
     def create(params: Params, opt_state: Any, chains: Sequence[ChainState], contexts: Sequence[Context],
-               step: int = 0, num_rejected: int = 0, pad: Optional[Tuple[int, int]] = None) -> 'TrainState':
-        """A state whose blocks sample ``contexts`` (aligned with ``chains``; padded walkers with ``pad``)."""
+               step: int = 0, num_rejected: int = 0, layout: padding.Layout = padding.UNPADDED) -> 'TrainState':
+        """A state whose blocks sample ``contexts`` (aligned with ``chains``, whose walkers are in ``layout``)."""
         if len(chains) != len(contexts):
             raise ValueError(f'{len(chains)} walker blocks for {len(contexts)} contexts: they must be aligned.')
         return TrainState(jnp.asarray(step, jnp.int32), params, opt_state, tuple(chains),
-                          tuple(context_values(c, pad) for c in contexts), jnp.asarray(num_rejected, jnp.int32),
-                          tuple(c.spins if pad is None else tuple(pad) for c in contexts))
+                          tuple(context_values(c, layout) for c in contexts), jnp.asarray(num_rejected, jnp.int32),
+                          tuple(layout.spins(c) for c in contexts))
+
+    @property
+    def layout(self) -> padding.Layout:
+        """The walker layout of the blocks (padded when the values carry the padding mask)."""
+        return padding.layout_of_values(self.spins[0], self.values[0])
 
     @property
     def pad(self) -> Optional[Tuple[int, int]]:
-        """The padded content of a padded state (its values carry the mask), else None."""
-        if self.values and padding.ACTIVE in self.values[0]:
-            return tuple(self.spins[0])
-        return None
+        """The padded content of a padded state, else None (``layout.pad``)."""
+        return self.layout.pad
 
     @property
     def contexts(self) -> Tuple[Context, ...]:
         """The contexts of the walker blocks, rebuilt on the host (not for use under ``jit``)."""
-        out = []
-        for s, vals in zip(self.spins, self.values):
-            mask = vals.get(padding.ACTIVE)
-            if mask is not None:  # padded: the electrons are the mask's rows
-                mask = np.asarray(mask)
-                s = (int(round(mask[:s[0]].sum())), int(round(mask[s[0]:].sum())))
-            out.append(Context.make(s[0], s[1], **{k: float(np.asarray(v)) for k, v in vals.items()
-                                                   if k != padding.ACTIVE}))
-        return tuple(out)
+        layout = self.layout
+        return tuple(layout.context(s, vals) for s, vals in zip(self.spins, self.values))
 
     def _replace(self, **changes) -> 'TrainState':
         """A copy with fields changed (NamedTuple style); only the dataclass's fields are accepted."""
@@ -87,9 +83,9 @@ class TrainState:
     def with_contexts(self, contexts: Sequence[Context]) -> 'TrainState':
         """A copy whose walker blocks sample ``contexts`` (their values and particle contents; the
         state's padding, if any, is kept)."""
-        contexts, pad = tuple(contexts), self.pad
-        return dataclasses.replace(self, values=tuple(context_values(c, pad) for c in contexts),
-                                   spins=tuple(c.spins if pad is None else tuple(pad) for c in contexts))
+        contexts, layout = tuple(contexts), self.layout
+        return dataclasses.replace(self, values=tuple(context_values(c, layout) for c in contexts),
+                                   spins=tuple(layout.spins(c) for c in contexts))
 
     def as_dict(self) -> Dict[str, Any]:
         """The arrays of the state as a plain nested dict (for checkpoints), spins included."""

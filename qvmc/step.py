@@ -138,9 +138,10 @@ def make_train_step(wavefunction, system, optimizer: optax.GradientTransformatio
 
 
 def init_state(wavefunction, system, optimizer: optax.GradientTransformation, config: VMCConfig,
-               contexts, rng_key: PRNGKey, params: Params = None, pad=None) -> TrainState:
+               contexts, rng_key: PRNGKey, params: Params = None,
+               layout: padding.Layout = padding.UNPADDED) -> TrainState:
     """A fresh ``TrainState``: parameters (unless given), optimizer state and walkers per context
-    (padded to ``pad`` with padding rows when given, ``hamiltonians.padding``)."""
+    in the walker ``layout`` (``hamiltonians.padding``)."""
     key_params, key_walkers = jax.random.split(rng_key)
     if params is None:
         ctx = contexts[0]
@@ -150,8 +151,8 @@ def init_state(wavefunction, system, optimizer: optax.GradientTransformation, co
     if config.network_dtype is not None:
         params = parallel.cast_params(params, config.network_dtype)
     chains = []
-    init_walkers = padding.padded_init(system, pad)
+    init_walkers = layout.init_walkers(system)
     for i, ctx in enumerate(contexts):
         walkers = init_walkers(jax.random.fold_in(key_walkers, i), ctx, config.num_walkers)
         chains.append(samplers.ChainState(walkers, jnp.asarray(config.initial_step_size, walkers.dtype)))
-    return TrainState.create(params, optimizer.init(params), chains, contexts, pad=pad)
+    return TrainState.create(params, optimizer.init(params), chains, contexts, layout=layout)

@@ -3,8 +3,7 @@ one-body density, pair correlation g(r) and a conditional wavefunction slice, as
 (CSV) and energy traces as ArviZ InferenceData (netCDF), written by ``qvmc.reporting``; optional
 per-walker observables recorded in the same measurement (``Sweep(observables=fn)``)."""
 
-import time
-from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +16,9 @@ from hamiltonians.context import Context
 from hamiltonians.system import check_geometry, make_psi
 from qvmc.config import VMCConfig
 from qvmc.estimator import jit_block_runner
+from qvmc.measurement import burn_in_and_measure
 from qvmc.observables import density_counts, density_grid, normalise_density
 from qvmc.reporting import labelled, save_tables, stats_frame, traces_to_arviz
-from samplers import engine
 from samplers import stats as qstats
 from samplers.equilibration import BurnInReport
 from samplers.types import Params, PRNGKey
@@ -167,12 +166,10 @@ class Sweep:
                  pair_bins: int = 40, slice_bins: int = 40, slice_electron: int = 0,
                  observables: Optional[ObservablesFn] = None, pad: Optional[Sequence[int]] = None):
         check_geometry(wavefunction, system, 'Sweep')
-        if pad is not None:
-            pad = padding.check_support(pad, wavefunction, system, 'Sweep')
-            if observables is not None:
-                raise ValueError('The observables hook sees one walker with its static particle content, which padding '
-                                 'hides; use pad=None with observables.')
-        self.pad = pad
+        self.layout = padding.make_layout(pad, wavefunction, system, 'Sweep')
+        if self.layout.pad is not None and observables is not None:
+            raise ValueError('The observables hook sees one walker with its static particle content, which padding '
+                             'hides; use pad=None with observables.')
         for name, v in (('density_bins', density_bins), ('pair_bins', pair_bins), ('slice_bins', slice_bins)):
             if v <= 0:
                 raise ValueError(f'{name} must be > 0, got {v}.')
@@ -184,6 +181,11 @@ class Sweep:
         self.slice_electron = slice_electron
         self.observable_fn = observables
         self._compiled = {}
+
+    @property
+    def pad(self) -> Optional[Tuple[int, int]]:
+        """The padded content every context runs in (``layout.pad``; None: unpadded)."""
+        return self.layout.pad
 
     def _functions(self, spins):
         """``(run, batch_psi, cell)`` of ``spins``: the jitted runner (``jit_block_runner``, ``args =
@@ -240,49 +242,24 @@ class Sweep:
             supercell's inscribed radius).
         """
         self.system.validate(ctx)
-        start = time.time()
-        if self.pad is not None:
-            padding.check_fits(ctx, self.pad)
-        run, batch_psi, cell = self._functions(ctx.spins if self.pad is None else self.pad)
-        key_init, key_burn, key_measure = jax.random.split(rng_key, 3)
-        carried = walkers is not None
-        if not carried:
-            walkers = self.system.init_walkers(key_init, ctx, num_walkers)
-        walkers = jnp.asarray(walkers)
-        sizes = {ctx.n_electrons} if self.pad is None else {ctx.n_electrons, sum(self.pad)}
-        if walkers.ndim != 3 or walkers.shape[1] not in sizes:
-            raise ValueError(f'walkers must be [W, N={" or ".join(map(str, sorted(sizes)))}, D] for {ctx.label()}, '
-                             f'got {walkers.shape}.')
-        values, dtype = ctx.values, walkers.dtype
-        if self.pad is not None:
-            values = padding.padded_values(ctx, self.pad)
-            if walkers.shape[1] == ctx.n_electrons:
-                walkers = padding.pad_walkers(jax.random.fold_in(key_init, 1), walkers, ctx, self.pad,
-                                              self.system.length_scale(values))
-        step = self.config.initial_step_size if step_size is None else step_size
-        chain = samplers.ChainState(walkers, jnp.asarray(step, walkers.dtype))
-        one = jnp.asarray(1.0, dtype)
-        chain, report = engine.burn_in(run, key_burn, chain, (params, values, one, one), chunk=burn_in_chunk,
-                                       min_steps=min_burn_in, max_steps=max_burn_in)
-        positions = np.asarray(self._electrons(chain.walkers, ctx), np.float64)
-        if extent is None:
-            extent = float(1.15 * np.quantile(np.linalg.norm(positions, axis=-1), 0.999))
-        if r_max is None:
-            r_max = 2.0 * extent if cell is None else inscribed_radius(cell)
-        args = (params, values, jnp.asarray(extent, dtype), jnp.asarray(r_max, dtype))
-        chain, measured = engine.sample(run, key_measure, chain, args, num_draws=num_steps, chunk=burn_in_chunk)
-        traces = {k: np.asarray(v, np.float64) for k, v in measured.per_walker.items()
-                  if not k.startswith(OBSERVABLE_PREFIX)}  # [W, T]
-        observed = {k[len(OBSERVABLE_PREFIX):]: np.asarray(v) for k, v in measured.per_walker.items()
-                    if k.startswith(OBSERVABLE_PREFIX)}  # [W, T, ...]
-        if not all(np.all(np.isfinite(t)) for t in traces.values()):
-            raise FloatingPointError(f'Non-finite local energies while measuring {ctx.label()}.')
-        samples = traces['energy'].size  # walker samples, each with N electrons
-        counts = np.asarray(measured.per_draw['density'], np.int64).sum(axis=0)
-        pair_counts = np.asarray(measured.per_draw['pair'], np.int64).sum(axis=0)
-        acc = measured.per_draw['acceptance']
+        run, batch_psi, cell = self._functions(self.layout.spins(ctx))
 
-        row = self._energy_row(ctx, traces, report, carried, float(np.mean(acc)), time.time() - start)
+        def pair_range(extent):
+            return (2.0 * extent if cell is None else inscribed_radius(cell)) if r_max is None else r_max
+        m = burn_in_and_measure(run, self.layout, self.system, self.config, params, ctx, rng_key,
+                                num_walkers=num_walkers, num_steps=num_steps, burn_in_chunk=burn_in_chunk,
+                                min_burn_in=min_burn_in, max_burn_in=max_burn_in, walkers=walkers,
+                                step_size=step_size, extent=extent,
+                                extra_args=lambda e: (e, jnp.asarray(pair_range(e), e.dtype)))
+        extent, r_max = m.extent, float(pair_range(m.extent))
+        traces = {k: np.asarray(v, np.float64) for k, v in m.per_walker.items()
+                  if not k.startswith(OBSERVABLE_PREFIX)}  # [W, T]
+        observed = {k[len(OBSERVABLE_PREFIX):]: np.asarray(v) for k, v in m.per_walker.items()
+                    if k.startswith(OBSERVABLE_PREFIX)}  # [W, T, ...]
+        samples = traces['energy'].size  # walker samples, each with N electrons
+        counts = np.asarray(m.per_draw['density'], np.int64).sum(axis=0)
+        pair_counts = np.asarray(m.per_draw['pair'], np.int64).sum(axis=0)
+        row = self._energy_row(ctx, traces, m.report, m.carried, float(np.mean(m.per_draw['acceptance'])), m.seconds)
         density, area, row['density_outside'] = normalise_density(counts, samples, ctx.n_electrons,
                                                                   self.density_bins, extent, cell)
         for name in sorted(observed):
@@ -290,13 +267,9 @@ class Sweep:
         labels = {'context': ctx.label(), **ctx.as_dict()}
         frames = (self._density_frame(density, area, extent, cell, labels),
                   self._pair_frame(pair_counts, samples, r_max, cell, ctx, labels))
-        slice_frame, electrons = self._slice(params, ctx, values, chain.walkers, batch_psi, extent, cell, labels)
-        return ContextMeasurement(ctx, row, frames[0], frames[1], slice_frame, electrons, traces, report, chain,
+        slice_frame, electrons = self._slice(params, ctx, m.values, m.chain.walkers, batch_psi, extent, cell, labels)
+        return ContextMeasurement(ctx, row, frames[0], frames[1], slice_frame, electrons, traces, m.report, m.chain,
                                   observed)
-
-    def _electrons(self, walkers, ctx):
-        """The electron rows of (possibly padded) walkers ``[W, ·, D]``."""
-        return walkers if self.pad is None else padding.electron_rows(walkers, ctx, self.pad)
 
     def _energy_row(self, ctx, traces, report, carried, acceptance, seconds):
         n = ctx.n_electrons
@@ -343,11 +316,11 @@ class Sweep:
         _, logabs = batch_psi(params, walkers, values)
         padded = np.asarray(walkers[int(jnp.argmax(logabs))])
         moved = self.slice_electron % ctx.n_electrons
-        row = moved if self.pad is None or moved < ctx.n_up else self.pad[0] + moved - ctx.n_up  # its walker row
+        row = self.layout.electron_row(moved, ctx)  # its walker row
         points, _ = density_grid(self.slice_bins, extent, cell)
         configs = np.repeat(padded[None], len(points), axis=0)
         configs[:, row] = points
-        reference = np.asarray(self._electrons(padded[None], ctx))[0]
+        reference = np.asarray(self.layout.electrons(padded[None], ctx))[0]
         sign, logabs = batch_psi(params, jnp.asarray(configs, walkers.dtype), values)
         logabs, sign = np.asarray(logabs, np.float64), np.asarray(sign)
         finite = np.isfinite(logabs)

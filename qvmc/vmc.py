@@ -2,7 +2,7 @@
 (``samplers.engine``) for a family of contexts: initialization, jitted steps, context
 re-assignment and burn-in."""
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -63,11 +63,9 @@ class VMC:
             raise ValueError('VMC needs at least one context to train on.')
         for ctx in contexts:
             system.validate(ctx)
-        if pad is not None:
-            pad = padding.check_support(pad, wavefunction, system, 'VMC')
-            for ctx in contexts:
-                padding.check_fits(ctx, pad)
-        self.pad = pad
+        self.layout = padding.make_layout(pad, wavefunction, system, 'VMC')
+        for ctx in contexts:
+            self.layout.check(ctx)
         if not (callable(getattr(optimizer, 'init', None)) and callable(getattr(optimizer, 'update', None))):
             raise ValueError('optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3), '
                              f'qvmc.natgrad.minsr(0.05), or an optax.chain of them), got {type(optimizer).__name__}.')
@@ -89,12 +87,17 @@ class VMC:
     def init(self, rng_key: PRNGKey, params: Params = None) -> TrainState:
         """Initial state: parameters (unless given), optimizer state, walkers per context."""
         state = init_state(self.wavefunction, self.system, self.optimizer, self.config, self.contexts,
-                           rng_key, params, pad=self.pad)
+                           rng_key, params, layout=self.layout)
         return parallel.place_state(state, self.mesh, self.config.network_dtype)
 
     def step(self, rng_key: PRNGKey, state: TrainState) -> Tuple[TrainState, StepInfo]:
         """One optimization step over all walker blocks (see the class docstring); no host sync."""
         return self._step(rng_key, state)
+
+    @property
+    def pad(self) -> Optional[Tuple[int, int]]:
+        """The padded content every block runs in (``layout.pad``; None: unpadded)."""
+        return self.layout.pad
 
     def runner(self, spins: Tuple[int, int]) -> Callable:
         """The jitted measurement-engine runner of one particle content
@@ -125,15 +128,14 @@ class VMC:
         contexts = tuple(contexts)
         if not contexts:
             raise ValueError('reassign needs at least one context.')
-        pad = state.pad
+        layout = state.layout
         for ctx in contexts:
             self.system.validate(ctx)
-            if pad is not None:
-                padding.check_fits(ctx, pad)
+            layout.check(ctx)
         if total_walkers is None:
             total_walkers = sum(int(c.walkers.shape[0]) for c in state.chains)
         per_block = samplers.block_size(total_walkers, len(contexts))
-        init_walkers = padding.padded_init(self.system, pad)
+        init_walkers = layout.init_walkers(self.system)
         chains, assignment = samplers.reassign(state.chains, state.contexts, contexts, per_block,
                                                init_walkers, rng_key, self.config.initial_step_size)
         state = parallel.place_state(state._replace(chains=tuple(chains)).with_contexts(contexts), self.mesh,

@@ -127,6 +127,50 @@ def test_padded_sweep_tables_hold_the_electrons_only():
     assert list(sweep._compiled) == [(3, 2)]  # pylint: disable=protected-access
 
 
+def test_layout_answers_every_padding_question():
+    """The one layout value: unpadded is the identity, padded places electrons in their rows and
+    rebuilds the context from the mask; layouts are immutable values (equal, hashable)."""
+    ctx = DOT.context(2, 1, lam=0.5, omega=0.8)
+    flat, padded = padding.make_layout(None), padding.make_layout((3, 2))
+    assert flat is padding.UNPADDED and padding.make_layout(padded) == padded == padding.PaddedLayout([3, 2])
+    assert hash(padded) == hash(padding.PaddedLayout((3, 2))) and padded != flat and flat.pad is None
+    with pytest.raises(AttributeError):
+        padded.pad = (4, 4)
+    assert flat.spins(ctx) == (2, 1) and padded.spins(ctx) == (3, 2)
+    assert set(flat.values(ctx)) == {'lam', 'omega'} and padded.values(ctx)[padding.ACTIVE].tolist() == [1, 1, 0, 1, 0]
+    x = DOT.init_walkers(jax.random.PRNGKey(0), ctx, 4)
+    np.testing.assert_array_equal(np.asarray(flat.place(jax.random.PRNGKey(1), x, ctx, DOT)), np.asarray(x))
+    x_pad = padded.place(jax.random.PRNGKey(1), x, ctx, DOT)
+    assert x_pad.shape == (4, 5, 2) and padded.place(jax.random.PRNGKey(2), x_pad, ctx, DOT) is not None
+    np.testing.assert_array_equal(padded.electrons(x_pad, ctx), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(padded.place(jax.random.PRNGKey(2), x_pad, ctx, DOT)), np.asarray(x_pad))
+    assert [padded.electron_row(i, ctx) for i in range(3)] == [0, 1, 3]
+    assert [flat.electron_row(i, ctx) for i in range(3)] == [0, 1, 2]
+    fresh = padded.init_walkers(DOT)(jax.random.PRNGKey(3), ctx, 6)
+    assert fresh.shape == (6, 5, 2) and padded.walker_sizes(ctx) == {3, 5} and flat.walker_sizes(ctx) == {3}
+    for layout in (flat, padded):
+        values = layout.values(ctx)
+        assert padding.layout_of_values(layout.spins(ctx), values) == layout
+        assert layout.context(layout.spins(ctx), values) == ctx
+    with pytest.raises(ValueError, match=r'does not fit the padded content'):
+        padded.spins(DOT.context(4, 0))
+
+
+def test_predictor_and_sweep_share_one_measurement_outline():
+    """Same key, same chunks: the Predictor and the Sweep move the walkers identically (one
+    burn-in-then-measure path), padded or not, so their energy traces agree."""
+    wf, params = _params(CONFIG, (2, 1))
+    ctx = DOT.context(2, 1, lam=1.0)
+    kwargs = dict(num_walkers=16, num_steps=10, burn_in_chunk=10, min_burn_in=10, max_burn_in=20)
+    for pad in (None, (3, 2)):
+        est = Predictor(wf, DOT, VMCConfig(mcmc_substeps=4), density_bins=8, pad=pad).estimate(
+            params, ctx, jax.random.PRNGKey(7), **kwargs)
+        m = Sweep(wf, DOT, VMCConfig(mcmc_substeps=4), density_bins=8, pair_bins=6, slice_bins=4, pad=pad).measure(
+            params, ctx, jax.random.PRNGKey(7), **kwargs)
+        np.testing.assert_allclose(est.trace, m.traces['energy'], rtol=1e-10)
+        assert est.burn_in_steps == m.row['burn_in_steps']
+
+
 def test_bad_padding_is_refused_before_anything_compiles():
     wf, params = _params(CONFIG, (2, 0), noise=0.0)
     for bad in [(0, 0), (1.5, 0), (-1, 2), 3, (True, 0)]:
