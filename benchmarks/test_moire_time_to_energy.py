@@ -55,7 +55,9 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 jax.config.update('jax_enable_x64', True)
 
@@ -64,6 +66,7 @@ from ansatz.registry import make_ansatz  # noqa: E402
 from hamiltonians import MoireSystem  # noqa: E402
 from qvmc import VMC, VMCConfig, natgrad, score_kernel  # noqa: E402
 from qvmc.estimator import block_score_rows, estimate_block, make_block_functions  # noqa: E402
+from qvmc.scores import make_unravel  # noqa: E402
 from envvars import env_choice, env_float, env_int, env_str  # noqa: E402
 
 
@@ -135,14 +138,13 @@ def _median_seconds(fn, *args):
 
 
 def step_breakdown(vmc, state, ctx):
-    """Seconds of each part of one step, each jitted alone, and of the whole step."""
+    """Seconds of each part of one step, each jitted alone (parameters, walkers and values as
+    arguments, as in the step), and of the whole step."""
     fns = make_block_functions(vmc.wavefunction, vmc.system, ctx.spins, vmc.config)
     params, chain, values = state.params, state.chains[0], state.values[0]
     key = jax.random.PRNGKey(1)
-    sample = jax.jit(lambda k, c: fns.sample(k, params, c, values))
-    energies = jax.jit(lambda w: fns.energies(params, w, values))
-    scores = jax.jit(lambda w: fns.scores(params, w, values))
-    e_loc, comps = energies(chain.walkers)
+    sample, energies, scores = jax.jit(fns.sample), jax.jit(fns.energies), jax.jit(fns.scores)
+    e_loc, comps = energies(params, chain.walkers, values)
     est = estimate_block(e_loc, comps, np.int32(0), vmc.config)
     o, _ = jax.jit(lambda w: block_score_rows(fns, params, w, values, est))(chain.walkers)  # masked rows
     ids = jax.numpy.zeros(o.shape[0], jax.numpy.int32)
@@ -155,9 +157,9 @@ def step_breakdown(vmc, state, ctx):
             return updates
         return jax.jit(solve)
     other = 'float32' if KERNEL == 'float64' else 'float64'
-    parts = {'sampling': _median_seconds(sample, key, chain),
-             'local energy': _median_seconds(energies, chain.walkers),
-             'scores': _median_seconds(scores, chain.walkers),
+    parts = {'sampling': _median_seconds(sample, key, params, chain, values),
+             'local energy': _median_seconds(energies, params, chain.walkers, values),
+             'scores': _median_seconds(scores, params, chain.walkers, values),
              'solve + update': _median_seconds(solver(vmc.optimizer), o),
              f'solve + update ({other} kernel)': _median_seconds(
                  solver(natgrad.minsr(LR, SHIFT, max_norm=MAX_NORM, kernel_precision=other)), o),
@@ -187,23 +189,33 @@ def test_step_breakdown(report):
 
 
 def step_prefixes(vmc, state, ctx):
-    """Seconds of growing prefixes of one step, each jitted as one program: where the whole step's time
-    goes beyond its parts timed alone (fusion, copies of the score matrix, the update)."""
+    """Seconds of growing prefixes of one step, each jitted as one program with the parameters, chain and
+    values as arguments (as in the step; parameters closed over as constants time differently): where the
+    whole step's time goes beyond its parts timed alone (fusion, copies of the score matrix, the update)."""
     fns = make_block_functions(vmc.wavefunction, vmc.system, ctx.spins, vmc.config)
-    params, chain, values = state.params, state.chains[0], state.values[0]
+    params, chain, values, opt = state.params, state.chains[0], state.values[0], state.opt_state
     key, config = jax.random.PRNGKey(1), vmc.config
+    tx = optax.with_extra_args_support(vmc.optimizer)
 
-    def sample_energies(k, c):
-        c, info = fns.sample(k, params, c, values)
-        return c, info, fns.energies(params, c.walkers, values)
+    def sample_energies(k, p, c, v):
+        c, info = fns.sample(k, p, c, v)
+        return c, info, fns.energies(p, c.walkers, v)
 
-    def with_rows(k, c):
-        c, info, (e, comps) = sample_energies(k, c)
-        return block_score_rows(fns, params, c.walkers, values, estimate_block(e, comps, info.num_reseeded, config))
-    return {'sampling': _median_seconds(jax.jit(lambda k, c: fns.sample(k, params, c, values)), key, chain),
-            'local energy': _median_seconds(jax.jit(lambda w: fns.energies(params, w, values)), chain.walkers),
-            'sampling + local energy': _median_seconds(jax.jit(sample_energies), key, chain),
-            '+ score rows': _median_seconds(jax.jit(with_rows), key, chain),
+    def with_rows(k, p, c, v):
+        c, info, (e, comps) = sample_energies(k, p, c, v)
+        return block_score_rows(fns, p, c.walkers, v, estimate_block(e, comps, info.num_reseeded, config))
+
+    def with_update(k, p, s, c, v):  # the step's one-block update, without the finiteness guard
+        o, e = with_rows(k, p, c, v)
+        g = (o.T @ (2.0 * e / e.shape[0]).astype(o.dtype)).astype(jnp.float64)
+        updates, s = tx.update(make_unravel(p)(g), s, p, scores=o, local_energies=e,
+                               context_ids=jnp.zeros(e.shape[0], jnp.int32), context_weights=jnp.ones(1))
+        return optax.apply_updates(p, updates), s
+    return {'sampling': _median_seconds(jax.jit(fns.sample), key, params, chain, values),
+            'local energy': _median_seconds(jax.jit(fns.energies), params, chain.walkers, values),
+            'sampling + local energy': _median_seconds(jax.jit(sample_energies), key, params, chain, values),
+            '+ score rows': _median_seconds(jax.jit(with_rows), key, params, chain, values),
+            '+ gradient, solve, update': _median_seconds(jax.jit(with_update), key, params, opt, chain, values),
             'whole step': _median_seconds(vmc.step, key, state)}
 
 

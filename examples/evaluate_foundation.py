@@ -8,7 +8,8 @@ N = 7 and 8 at λ = 8; λ = 0 for N = 5…11 (exact: filled oscillator shells); 
 unseen N = 5, 7, 9, 11 at λ ∈ {0, 1, 2, 3, 5, 7, 8, 10}; all at ω = 1. An unpolarized model: the exact
 two-electron singlet at λ = 1, 2, 5, 8, 10; λ = 0 for N = 2, 6, 12, 20; fixed-node DMC at λ = 1 for
 N = 6 (ω = 1, 0.5, 0.28), N = 12 (ω = 1, 0.5) and N = 20 (ω = 1, 0.28); N = 6 and 12 at the
-intermediate ω = 0.75 and N = 12 at ω = 0.28 (no reference). Writes ``energies.csv``, ``energies.md`` and
+intermediate ω = 0.75 and N = 12 at ω = 0.28 (no reference); an unpolarized model built for more than 30
+electrons adds λ = 0 and λ = 1 (ω = 1, 0.5, 0.28) at the closed shells N = 30, 42, 56 it reaches. Writes ``energies.csv``, ``energies.md`` and
 ``card_energy_table.json`` (rows for ``qvmc.pretrained.export_model``'s card) into ``--out``, and
 flags every energy below an exact reference by more than 4σ (impossible for a variational energy:
 a sampling or estimator bug). ``--n``, ``--lam`` and ``--omega`` restrict the table for small runs;
@@ -56,15 +57,25 @@ GROUPS = {  # spin sector -> ((group, [(N, λ, ω)]), ...)
         ('intermediate ω', [(6, 1.0, 0.75), (12, 1.0, 0.75), (12, 1.0, 0.28)]),
     ),
 }
+# A model built for more electrons (QuantumDot max_electrons): the closed shells it reaches, as predictions.
+LARGE_SHELLS = (30, 42, 56)
+LARGE_OMEGAS = (1.0, 0.5, 0.28)
 
 
-def card_points(spin_sector: str = 'polarized'):
+def card_points(spin_sector: str = 'polarized', max_electrons: int = 30):
     """``[(N, λ, ω, group)]`` of the card table of a model of ``spin_sector``, each point once (in its first
-    group), grouped by N (one compile per N), then ω descending and λ ascending."""
+    group), grouped by N (one compile per N), then ω descending and λ ascending. An unpolarized model
+    built for more than the default 30 electrons (``max_electrons``) adds the closed shells N = 30, 42, 56
+    it reaches: λ = 0 (exact) and λ = 1 at ω = 1, 0.5, 0.28 (no published reference: predictions)."""
     if spin_sector not in GROUPS:
         raise ValueError(f'No card points for the spin sector {spin_sector!r}; known: {sorted(GROUPS)}.')
+    groups = list(GROUPS[spin_sector])
+    if spin_sector == 'unpolarized' and max_electrons > 30:
+        shells = [n for n in LARGE_SHELLS if n <= max_electrons]
+        groups += [('λ = 0 exact', [(n, 0.0, 1.0) for n in shells]),
+                   ('large N', [(n, 1.0, omega) for n in shells for omega in LARGE_OMEGAS])]
     seen, points = set(), []
-    for group, items in GROUPS[spin_sector]:
+    for group, items in groups:
         for n, lam, omega in items:
             if (n, lam, omega) not in seen:
                 seen.add((n, lam, omega))
@@ -105,8 +116,9 @@ def parse_args(argv=None):
         p.error(f"--omega: bad value {args.omega!r} (ω must be > 0)")
     try:
         args.model_path = pretrained.resolve(args.model)
-        sector = pretrained.read(args.model_path)[1]['spin_sector']
-        points = card_points(sector)
+        meta = pretrained.read(args.model_path)[1]
+        sector = meta['spin_sector']
+        points = card_points(sector, int(meta.get('system', {}).get('params', {}).get('max_electrons', 30)))
     except ValueError as err:
         p.error(f'--model: {err}')
     args.points = [pt for pt in points if (sizes is None or pt[0] in sizes) and (lams is None or pt[1] in lams)

@@ -5,8 +5,6 @@ import math
 import numbers
 from typing import Optional
 
-import jax
-
 import samplers
 from hamiltonians.local_energy import KINETIC_METHODS
 from qvmc import parallel
@@ -38,12 +36,6 @@ def check_float(name: str, value, *, positive: bool = False, nonnegative: bool =
     if open_unit and not 0.0 < value < 1.0:
         raise ValueError(f'{name} must be in (0, 1), got {value}.')
 
-
-# VMCConfig.energy_batch_size=None on a CPU: about this many walkers × (coordinates)² per pass, rounded to a
-# power of two in [4, 256]. A walker's forward-Laplacian tangents grow as (N·D) × N × width, so the walkers
-# that fit in cache fall as 1/N². Measured optima (2-core AMD EPYC): QERNEL N = 6 at 64-128 walkers, Fermi
-# Sets N = 10 at 16-32, QERNEL N = 24 and Fermi Sets N = 30 at 4 (of 4-64; 1.3x and 1.8x faster than 16).
-CPU_ENERGY_WORKSET = 9216
 
 # VMCConfig.laplacian_sparsity=None: folx's sparse Jacobians (threshold 8) from this many electrons on. Measured
 # (docs/results/scaling.md): Fermi Sets step 1.7-2x faster at N = 12-30, QERNEL local energy 1.4x at N = 24, no gain
@@ -80,10 +72,9 @@ class VMCConfig:
         cache: QERNEL at N = 6 and 1024 walkers 1.3× on two cores and 1.8× on one, Fermi Sets at
         N = 6-10 and 256 walkers 1.5-1.7× on two cores and 2.1-2.2× on one (benchmarks/README.md).
         None: automatic. On the CPU backend the walkers are split into equal passes of about
-        ``CPU_ENERGY_WORKSET / (N·D)²`` walkers (a power of two in [4, 256]: 64 at N·D = 12, 4
-        from N·D = 40 on), a
-        number of passes that divides the walker count so that no remainder pass compiles a
-        second program (no split if none does); on accelerators all walkers go at once. A
+        ``parallel.CPU_ENERGY_WORKSET / (N·D)²`` walkers (``parallel.energy_pass_size``: a power of
+        two in [4, 256], 64 at N·D = 12, 4 from N·D = 40 on), a number of passes that divides
+        the walker count so that no remainder pass compiles a second program (no split if none does); on accelerators all walkers go at once. A
         smaller ``chunk_size`` takes precedence. Each walker's energy is computed alone either
         way, so results agree to rounding.
       normalize_energy_scale: divide each context's centred local energies by their standard
@@ -139,23 +130,6 @@ class VMCConfig:
 
     def energy_chunk(self, num_coords: int, num_walkers: int) -> Optional[int]:
         """Walkers per pass of the local energies of ``num_walkers`` walkers with ``num_coords`` =
-        N·D coordinates on the current default backend (see ``energy_batch_size``); None: all at once."""
-        batch = self.energy_batch_size
-        if batch is None and jax.default_backend() == 'cpu':
-            target = 2 ** min(8, max(2, round(math.log2(CPU_ENERGY_WORKSET / max(int(num_coords), 1) ** 2))))
-            batch = _even_batch(int(num_walkers), target)
-        if self.chunk_size is None:
-            return batch
-        return self.chunk_size if batch is None else min(int(batch), int(self.chunk_size))
-
-
-def _even_batch(num_walkers: int, target: int) -> Optional[int]:
-    """``num_walkers / k`` for the smallest ``k ≥ ⌈num_walkers / target⌉`` (up to 4× that) dividing
-    ``num_walkers``; None (one pass) when ``num_walkers ≤ target`` or no such ``k`` exists."""
-    if num_walkers <= target:
-        return None
-    least = -(-num_walkers // target)
-    for passes in range(least, 4 * least + 1):
-        if num_walkers % passes == 0:
-            return num_walkers // passes
-    return None
+        N·D coordinates on the current default backend: ``parallel.energy_pass_size`` with this
+        config's ``energy_batch_size`` and ``chunk_size``; None: all at once."""
+        return parallel.energy_pass_size(num_coords, num_walkers, self.energy_batch_size, self.chunk_size)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qvmc.step import all_finite
+from qvmc.natgrad import all_finite
 
 EX_TEMPFAIL = 75  # sysexits.h: "temporary failure, try again" — re-running resumes
 _RETRY_SALT = 2**31 - 3  # RNG streams of retried steps, apart from steps, switches and resizes

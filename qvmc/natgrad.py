@@ -341,7 +341,8 @@ def spring(learning_rate: ScalarOrSchedule, diag_shift: ScalarOrSchedule = 1e-3,
                              kernel_precision=kernel_precision)
 
 
-def _all_finite(tree) -> Array:
+def all_finite(tree) -> Array:
+    """``[]`` bool: every floating leaf of ``tree`` is finite."""
     leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
               if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
@@ -353,9 +354,10 @@ def apply_if_finite(params: Params, opt_state: Any, updates: Params,
 
     Checks every floating leaf of ``updates``, ``new_opt_state`` and the new parameters
     (overflow); a rejected step leaves parameters and optimizer state (its step count too)
-    unchanged. Jit-safe: selection by ``jnp.where``; ``accepted`` is a bool array ``[]``.
+    unchanged. Jit-safe: selection by ``jnp.where``; ``accepted`` is a bool array ``[]``. The
+    training step's one guard against non-finite updates (``qvmc.step.make_train_step``).
     """
     new_params = optax.apply_updates(params, updates)
-    accepted = _all_finite(updates) & _all_finite(new_opt_state) & _all_finite(new_params)
+    accepted = all_finite(updates) & all_finite(new_opt_state) & all_finite(new_params)
     keep = lambda new, old: jnp.where(accepted, new, old)
     return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_opt_state, opt_state), accepted

@@ -19,6 +19,7 @@
 # (before any other JAX call), builds the mesh over ``jax.devices()`` (all processes) and
 # proceeds as above; ``gather_state`` collects a state for a checkpoint written by process 0.
 
+import math
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -280,12 +281,50 @@ def _split(xs, chunk_size):
                                                               if head < n else None)
 
 
+# energy_pass_size without a batch size on a CPU: about this many walkers × (coordinates)² per pass, rounded to a
+# power of two in [4, 256]. A walker's forward-Laplacian tangents grow as (N·D) × N × width, so the walkers
+# that fit in cache fall as 1/N². Measured optima (2-core AMD EPYC): QERNEL N = 6 at 64-128 walkers, Fermi
+# Sets N = 10 at 16-32, QERNEL N = 24 and Fermi Sets N = 30 at 4 (of 4-64; 1.3x and 1.8x faster than 16).
+CPU_ENERGY_WORKSET = 9216
+
+
+
+def energy_pass_size(num_coords: int, num_walkers: int, batch_size: Optional[int] = None,
+                     chunk_size: Optional[int] = None, backend: Optional[str] = None) -> Optional[int]:
+    """Walkers per ``chunked_vmap`` pass of the local energies (the energy-pass policy).
+
+    ``batch_size`` (``VMCConfig.energy_batch_size``) is used as given; without it, on a CPU
+    (``backend``, default ``jax.default_backend()``, read at trace time) about
+    ``CPU_ENERGY_WORKSET / num_coords²`` walkers, a power of two in [4, 256] adjusted to divide
+    ``num_walkers``; on an accelerator all walkers at once. ``chunk_size`` (``VMCConfig.chunk_size``,
+    the memory cap of every per-walker pass) caps the result. None: one pass.
+    """
+    batch = batch_size
+    if batch is None and (backend or jax.default_backend()) == 'cpu':
+        target = 2 ** min(8, max(2, round(math.log2(CPU_ENERGY_WORKSET / max(int(num_coords), 1) ** 2))))
+        batch = _even_batch(int(num_walkers), target)
+    if chunk_size is None:
+        return batch
+    return chunk_size if batch is None else min(int(batch), int(chunk_size))
+
+
+def _even_batch(num_walkers: int, target: int) -> Optional[int]:
+    """``num_walkers / k`` for the smallest ``k ≥ ⌈num_walkers / target⌉`` (up to 4× that) dividing
+    ``num_walkers``; None (one pass) when ``num_walkers ≤ target`` or no such ``k`` exists."""
+    if num_walkers <= target:
+        return None
+    least = -(-num_walkers // target)
+    for passes in range(least, 4 * least + 1):
+        if num_walkers % passes == 0:
+            return num_walkers // passes
+    return None
+
+
 def chunked_vmap(fn: Callable, chunk_size: Optional[int]) -> Callable:
     """``vmap(fn)`` over the leading axis, ``chunk_size`` rows at a time, sharding-friendly.
 
-    Same contract as ``qvmc.scores.chunked_vmap`` (sequential loop over chunks, memory of
-    one chunk, result equal to ``vmap(fn)``), but chunk j takes the strided rows ``j, j + n,
-    ...`` instead of a contiguous block. With the rows sharded over D devices, each chunk
+    A sequential loop over chunks (memory of one chunk, result equal to ``vmap(fn)``) in
+    which chunk j takes the strided rows ``j, j + n, ...`` rather than a contiguous block. With the rows sharded over D devices, each chunk
     then holds ``chunk_size / D`` rows of every device and the loop runs data-parallel
     without communication. (A contiguous chunk lives on one device: XLA all-gathers the
     walkers and every device computes every chunk.) No collectives at all when

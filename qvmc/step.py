@@ -34,13 +34,6 @@ def _unstack(tree, n):
     return [jax.tree.map(lambda a: a[i], tree) for i in range(n)]
 
 
-def all_finite(tree) -> jax.Array:
-    """``[]`` bool: every floating leaf of ``tree`` is finite."""
-    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
-              if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
 def make_train_step(wavefunction, system, optimizer: optax.GradientTransformation,
                     config: VMCConfig = VMCConfig()) -> Callable[[PRNGKey, TrainState], Tuple[TrainState, StepInfo]]:
     """Builds the pure training step (not jitted: wrap it in ``jax.jit``).
@@ -124,15 +117,13 @@ def make_train_step(wavefunction, system, optimizer: optax.GradientTransformatio
             extra = dict(scores=o, local_energies=e, context_ids=ids, context_weights=weights)
         else:
             g = sum(w * gi for w, gi in zip(np.full(num_blocks, 1.0 / num_blocks), grads))
-        updates, new_opt_state = tx.update(unravel(g), state.opt_state, params, **extra)
-        new_params = optax.apply_updates(params, updates)
-        accepted = all_finite(updates) & all_finite(new_opt_state) & all_finite(new_params)
-        keep = lambda new, old: jnp.where(accepted, new, old)
-        new_state = TrainState(state.step + 1, jax.tree.map(keep, new_params, params),
-                               jax.tree.map(keep, new_opt_state, state.opt_state), tuple(chains), state.values,
+        updates, proposed_opt_state = tx.update(unravel(g), state.opt_state, params, **extra)
+        new_params, new_opt_state, accepted = natgrad.apply_if_finite(params, state.opt_state, updates,
+                                                                      proposed_opt_state)
+        new_state = TrainState(state.step + 1, new_params, new_opt_state, tuple(chains), state.values,
                                state.num_rejected + jnp.where(accepted, 0, 1).astype(jnp.int32), state.spins)
         loss = jnp.mean(jnp.stack([s.energy for s in stats]))
-        return new_state, StepInfo(loss, tuple(stats), accepted, natgrad.last_info(new_opt_state))
+        return new_state, StepInfo(loss, tuple(stats), accepted, natgrad.last_info(proposed_opt_state))
 
     return step
 

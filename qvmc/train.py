@@ -19,8 +19,8 @@ from qvmc.guard import Failure, Guard, StopSignals, TrainingInterrupted, health,
 from qvmc.history import (BURN_IN_NAME, HISTORY_NAME, CsvAppender, Progress, burn_in_rows, format_seconds,  # noqa: F401
                           history_rows, load_burn_in, load_history, truncate_csv)
 from qvmc.checkpoint import CHECKPOINT_NAME
-from qvmc.resume import model_metadata, resume, state_metadata, state_tree, vmc_params_template  # noqa: F401
-from qvmc.runlock import RunDirectoryLocked, RunLock  # noqa: F401
+from qvmc.resume import model_metadata, resume, state_metadata, state_tree
+from qvmc.runlock import RunLock
 from qvmc.state import TrainState
 from qvmc.vmc import VMC
 

@@ -101,7 +101,8 @@ def test_energy_batches_equal_one_pass(fermi_sets):
     """``VMCConfig.energy_batch_size`` only changes how many walkers share a pass: 11 walkers in
     passes of 4 (two strided passes and a remainder) give the one-pass energies to rounding; the
     automatic batch on a CPU follows ``CPU_ENERGY_WORKSET``, and a smaller ``chunk_size`` wins."""
-    from qvmc.config import CPU_ENERGY_WORKSET, VMCConfig
+    from qvmc.config import VMCConfig
+    from qvmc.parallel import CPU_ENERGY_WORKSET
     from qvmc.estimator import make_block_functions
     wf, params = fermi_sets
     dot = QuantumDot()

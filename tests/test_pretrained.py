@@ -162,6 +162,10 @@ def test_card_points_follow_the_spin_sector():
     for n, lam, omega, group in unpolarized:  # every point has a reference but the intermediate-ω ones
         known = reference(*pretrained.spins_for('unpolarized', n), lam, omega) is not None
         assert known == (group != 'intermediate ω'), (n, lam, omega, group)
+    large = evaluate_foundation.card_points('unpolarized', max_electrons=42)
+    assert set(large) - set(unpolarized) == {(30, 0.0, 1.0, 'λ = 0 exact'), (42, 0.0, 1.0, 'λ = 0 exact')} | {
+        (n, 1.0, omega, 'large N') for n in (30, 42) for omega in (1.0, 0.5, 0.28)}
+    assert [p[0] for p in large] == sorted(p[0] for p in large)
     with pytest.raises(ValueError, match='spin sector'):
         evaluate_foundation.card_points('mixed')
 
