@@ -23,6 +23,9 @@ Settings from the environment:
 * ``QVMC_BENCH_DOT_CONFIGS`` (``shipped,wide``): ``shipped`` = width 32, 2 layers, 4 determinants
   (29K parameters at any N); ``wide`` = width 64, 3 layers, 8 determinants.
 * ``QVMC_BENCH_DOT_MEMORY_WALKERS`` (8): W of the memory measurement.
+* ``QVMC_BENCH_DOT_ENERGY_PASS`` (``auto``): ``auto`` = the backend's energy passes (on a CPU about
+  9216/(N·D)² walkers per pass); ``all`` = every walker in one pass, as on an accelerator, so that
+  ``MB/walker`` is the memory a GPU needs per walker (what sizes ``VMCConfig.chunk_size`` there).
 """
 
 import json
@@ -43,6 +46,9 @@ CONFIGS = {'shipped': dict(width=32, num_layers=2, num_determinants=4, hidden=32
 CHOSEN = [c for c in os.environ.get('QVMC_BENCH_DOT_CONFIGS', 'shipped,wide').split(',') if c]
 if set(CHOSEN) - set(CONFIGS):
     raise ValueError(f'QVMC_BENCH_DOT_CONFIGS: unknown {sorted(set(CHOSEN) - set(CONFIGS))}; use {sorted(CONFIGS)}.')
+ENERGY_PASS = os.environ.get('QVMC_BENCH_DOT_ENERGY_PASS', 'auto')
+if ENERGY_PASS not in ('auto', 'all'):
+    raise ValueError(f"QVMC_BENCH_DOT_ENERGY_PASS must be 'auto' or 'all', got {ENERGY_PASS!r}.")
 ROWS = []
 
 
@@ -61,10 +67,11 @@ def _run(job):
 def test_dot_step_parts_and_memory_vs_n(n, config, report):
     walkers = env_int('QVMC_BENCH_DOT_WALKERS', 32)
     timed = _run({'mode': 'time', 'n': n, 'config': config, 'walkers': walkers,
-                  'substeps': env_int('QVMC_BENCH_DOT_SUBSTEPS', 10)})
+                  'substeps': env_int('QVMC_BENCH_DOT_SUBSTEPS', 10), 'energy_pass': ENERGY_PASS})
     memory = _run({'mode': 'memory', 'n': n, 'config': config, 'walkers': env_int('QVMC_BENCH_DOT_MEMORY_WALKERS', 8),
-                   'substeps': env_int('QVMC_BENCH_DOT_SUBSTEPS', 10)})
-    row = {'benchmark': 'dot step vs N', 'N': n, 'config': config, 'parameters': memory['num_params'],
+                   'substeps': env_int('QVMC_BENCH_DOT_SUBSTEPS', 10), 'energy_pass': ENERGY_PASS})
+    row = {'benchmark': 'dot step vs N', 'N': n, 'config': config, 'energy pass': ENERGY_PASS,
+           'parameters': memory['num_params'],
            'walkers': walkers, **{k: round(v, 4) for k, v in timed['seconds'].items()},
            'compile s': round(timed['compile_seconds'], 1), 'MB/walker': round(memory['bytes_per_walker'] / 1e6, 2),
            'max RSS MB': round(timed['max_rss_bytes'] / 1e6), 'restarts': timed['restarts'] + memory['restarts']}
@@ -96,7 +103,9 @@ def _setup(job, walkers):
     dot = QuantumDot(max_electrons=max(30, n))
     ctx = dot.context((n + 1) // 2, n // 2, lam=1.0, omega=1.0)
     wavefunction = make_fermi_sets(FermiSetsConfig(**CONFIGS[job['config']]))
-    config = VMCConfig(num_walkers=walkers, mcmc_substeps=job['substeps'], network_dtype='float32')
+    batch = walkers if job.get('energy_pass') == 'all' else None  # all walkers in one energy pass
+    config = VMCConfig(num_walkers=walkers, mcmc_substeps=job['substeps'], network_dtype='float32',
+                       energy_batch_size=batch)
     optimizer = natgrad.minsr(0.05, 1e-3, max_norm=1e-2, kernel_precision='float64')
     vmc = VMC(wavefunction, dot, [ctx], optimizer, config)
     return vmc, vmc.init(jax.random.PRNGKey(0)), ctx

@@ -1,31 +1,24 @@
 """The training loop: context schedules with burn-in after every switch, statistics fetched at the
 logging interval, rotating pickle-free checkpoints, exact resume, rollback of failed steps and a
-graceful stop. Its services live in ``qvmc.history`` (CSV logs, progress line), ``qvmc.resume``
-(checkpoint trees, resuming) and ``qvmc.guard`` (parameter health, retries, stop signals)."""
+graceful stop. ``train`` validates its arguments and runs ``qvmc.loop.TrainingLoop``; the services
+live in ``qvmc.loggers`` (history file, progress line, your loggers), ``qvmc.callbacks`` (stop
+requests), ``qvmc.resume`` (checkpoint trees, resuming) and ``qvmc.guard`` (parameter health,
+retries, stop signals). ``load_history``, ``load_burn_in`` and ``TrainingInterrupted`` are
+importable from here, as drivers use them next to ``train``."""
 
-import os
-import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
-import numpy as np
 
-import samplers
-
-from qvmc import checkpoint
 from qvmc.callbacks import Callback, check_callbacks
 from qvmc.config import check_int
-from qvmc.guard import Failure, Guard, StopSignals, TrainingInterrupted, health, nonfinite_leaves  # noqa: F401
-from qvmc.history import (BURN_IN_NAME, HISTORY_NAME, CsvAppender, Progress, burn_in_rows, format_seconds,  # noqa: F401
-                          history_rows, load_burn_in, load_history, truncate_csv)
-from qvmc.checkpoint import CHECKPOINT_NAME
-from qvmc.resume import model_metadata, resume, state_metadata, state_tree
+from qvmc.guard import TrainingInterrupted  # noqa: F401  (raised by train)
+from qvmc.history import load_burn_in, load_history  # noqa: F401  (used with train)
+from qvmc.loggers import Logger, check_loggers
+from qvmc.loop import TrainingLoop, every_n_steps
 from qvmc.runlock import RunLock
 from qvmc.state import TrainState
 from qvmc.vmc import VMC
-
-_SWITCH_SALT = 2**31 - 1  # RNG streams of context switches and walker-count changes, apart from steps
-_RESIZE_SALT = 2**31 - 2
 
 
 def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optional[str] = None,
@@ -35,7 +28,8 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
           burn_in_options: Optional[Dict[str, int]] = None,
           run_config: Optional[Dict[str, Any]] = None, allow_pickle: bool = False,
           max_rejections: int = 5, max_retries: int = 2, allow_missing_history: bool = False,
-          callbacks: Sequence[Callback] = ()) -> TrainState:
+          callbacks: Sequence[Callback] = (), loggers: Sequence[Logger] = (),
+          checkpoint_policy: Optional[Callable[[int, int], bool]] = None) -> TrainState:
     """Runs ``vmc.step`` until ``state.step == num_steps``, following a context schedule.
 
     With a ``schedule`` (``qvmc.schedule.DiscreteSchedule`` or ``BlockwiseSchedule``),
@@ -97,6 +91,15 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
     gracefully: a checkpoint is written (with ``run_dir``) and ``train`` returns the state of that
     step. ``qvmc.callbacks.TimeLimit`` and ``EnergyTarget`` are ready-made ones.
 
+    Loggers (``qvmc.loggers``): at every fetch each logger's ``log(records, seconds_per_step)``
+    receives the fetched steps (``Record(step, info, contexts)``, host statistics); a rollback
+    rewinds them to the good state (``mark``/``rewind``). ``history.csv`` (``HistoryCsv``) and the
+    progress line (``ProgressLine``) are the built-in ones; ``loggers`` are added after them.
+
+    Checkpoint policy: ``checkpoint_policy(step, num_steps) -> bool`` says after which steps a
+    checkpoint is written (default ``loop.every_n_steps(checkpoint_every)``); the last step and
+    every stop are checkpointed whatever it says.
+
     One writer per run directory (``qvmc.runlock``): while ``train`` runs it holds an exclusive
     lock on ``run_dir`` (process 0 only, in a multi-process run); a second process training into
     the same directory is refused with ``RunDirectoryLocked`` (a ``ValueError`` naming the owner's
@@ -126,6 +129,8 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
       allow_missing_history: resume a checkpoint whose ``history.csv`` is gone, starting a
         new history file at its step.
       callbacks: callables ``callback(step, state, info, contexts) -> bool | None`` (see above).
+      loggers: ``qvmc.loggers.Logger`` objects (see above), after the built-in ones.
+      checkpoint_policy: ``policy(step, num_steps) -> bool`` (see above); replaces ``checkpoint_every``.
 
     Returns:
       The final ``TrainState``.
@@ -150,201 +155,16 @@ def train(vmc: VMC, state: TrainState, rng_key, num_steps: int, run_dir: Optiona
         total_walkers = vmc.config.num_walkers * len(vmc.contexts)
     if schedule is not None:
         schedule.validate(vmc.system, total_walkers)
-    callbacks = check_callbacks(callbacks)
-    say = print_fn or (lambda _: None)
+    callbacks, loggers = check_callbacks(callbacks), check_loggers(loggers)
+    if checkpoint_policy is not None and not callable(checkpoint_policy):
+        raise ValueError(f'checkpoint_policy must be callable as policy(step, num_steps) -> bool, '
+                         f'got {type(checkpoint_policy).__name__}.')
     lock_dir = run_dir if run_dir is not None and jax.process_index() == 0 else None
     with RunLock(lock_dir):  # one writer per run directory, taken before anything is read or compiled
-        return _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every, print_fn, say,
-                      schedule, total_walkers, keep_checkpoints, burn_opts, run_config, allow_pickle,
-                      max_rejections, max_retries, allow_missing_history, callbacks)
-
-
-def _train(vmc, state, rng_key, num_steps, run_dir, checkpoint_every, log_every, print_fn, say, schedule,
-           total_walkers, keep_checkpoints, burn_opts, run_config, allow_pickle, max_rejections, max_retries,
-           allow_missing_history, callbacks):
-    """The loop of ``train``, run while the run directory's lock is held."""
-    metadata = model_metadata(vmc, schedule, run_config)
-    history_path = burn_path = resumed = None
-    stored = {}
-    if run_dir is not None and os.path.isdir(run_dir):
-        state, rng_key, resumed, stored = resume(vmc, state, rng_key, run_dir, metadata, say, allow_pickle)
-    t = int(np.asarray(state.step))
-    wanted = _walker_target(vmc, state, schedule, total_walkers)  # validated before anything is written
-    if not bool(np.asarray(health(state))[0]):
-        raise ValueError('The initial state\'s parameters or optimizer state hold non-finite values (NaN or inf); '
-                         'start from finite parameters (e.g. vmc.init(key)) or a checkpoint.')
-    if run_dir is not None:
-        history_path = os.path.join(run_dir, HISTORY_NAME)
-        burn_path = os.path.join(run_dir, BURN_IN_NAME)
-        _check_history(history_path, resumed, t, allow_missing_history, say)
-        os.makedirs(run_dir, exist_ok=True)
-        truncate_csv(history_path, lambda step: step <= t)
-        truncate_csv(burn_path, lambda step: step < t)
-
-    if jax.process_index() != 0:  # in a multi-process run only process 0 writes files
-        history_path = burn_path = None
-    history, burn_log = CsvAppender(history_path), CsvAppender(burn_path)
-    progress = Progress(num_steps, log_every, print_fn)
-    guard = Guard(rng_key, max_rejections, max_retries, stored.get('retry'))
-    pending = []  # (step, info on device, contexts) not yet written
-    flushed_at = time.time()
-    saved_at = t if resumed else None
-    contexts = ()
-    asked_to_stop = []  # a callback's stop request: [step]
-
-    def rollback(failure, at):
-        nonlocal state, t, contexts
-        (t, state, contexts, sizes), energies = guard.fail(failure, at)
-        history.truncate(sizes[0])
-        burn_log.truncate(sizes[1])
-        pending.clear()
-        say(f'step {failure.step}: {failure.reason} ({energies}); rolled back to step {t}, retrying with a new '
-            f'random stream (retry {guard.retry} of {guard.max_retries})')
-
-    def flush():
-        """Writes the pending rows and checks parameter health; False if it rolled back."""
-        nonlocal flushed_at
-        if not pending:
-            return True
-        now = time.time()
-        seconds = (now - flushed_at) / len(pending)
-        *infos, (params_ok, state_ok) = jax.device_get([p[1] for p in pending] + [health(state)])  # one transfer
-        for (step, _, ctxs), info in zip(pending, infos):
-            history.write(history_rows(step, info, seconds, ctxs))
-        progress.update(pending[-1][0], infos[-1], pending[-1][2], now=now)
-        pending_contexts = pending[-1][2]
-        failure = guard.observe([p[0] for p in pending], infos, [p[2] for p in pending], bool(params_ok))
-        pending.clear()
-        flushed_at = now
-        if failure is not None:
-            rollback(failure, t)
-            return False
-        if guard.consecutive == 0 and state_ok:
-            guard.snapshot(t, state, contexts, (history.size(), burn_log.size()))
-        last = jax.tree.map(np.asarray, infos[-1]) if callbacks else None  # already on the host
-        if any([callback(t, state, last, pending_contexts) for callback in callbacks]):  # every callback runs
-            asked_to_stop.append(t)
-        return True
-
-    def save():
-        """Writes the checkpoint of step ``t``; False if refused (non-finite) and rolled back."""
-        nonlocal saved_at
-        tree = state_tree(state, rng_key)  # a collective: every process takes part
-        bad = nonfinite_leaves(tree)
-        if bad:
-            say(f'step {t}: checkpoint not written: {", ".join(bad[:4])} hold non-finite values')
-            rollback(Failure(t, 'the checkpoint was refused (non-finite values)', guard.bad_contexts), t)
-            return False
-        if jax.process_index() == 0:
-            try:
-                checkpoint.save_rotating(run_dir, t, tree, state_metadata(state, metadata, schedule, guard.describe()),
-                                         keep_checkpoints, CHECKPOINT_NAME)
-            except OSError as err:
-                say(f'step {t}: could not write a checkpoint in run directory {run_dir!r} ({err}). The previous '
-                    'checkpoint is still current; stopping. Free space or fix permissions, then re-run to resume.')
-                raise OSError(err.errno, f'Training stopped at step {t}: could not write a checkpoint in run '
-                              f'directory {run_dir!r} ({err.strerror or err}); the previous checkpoint is still '
-                              'current, re-run to resume') from err
-        saved_at = t
-        return True
-
-    try:
-        with StopSignals() as stop:
-            if wanted is not None:
-                state = _resize(vmc, state, rng_key, wanted, burn_opts, burn_log, say)
-            contexts = state.contexts
-            guard.snapshot(t, state, contexts, (history.size(), burn_log.size()))
-            while True:
-                if stop.requested:
-                    if not flush() or (run_dir is not None and saved_at != t and not save()):
-                        continue  # rolled back: checkpoint the restored state instead
-                    say(f'{stop.requested}: stopped at step {t}' +
-                        (f'; checkpoint written to {run_dir}' if run_dir is not None else ''))
-                    raise TrainingInterrupted(t, stop.requested, state)
-                if t >= num_steps:
-                    break
-                if asked_to_stop and asked_to_stop[-1] == t:
-                    if run_dir is not None and saved_at != t and not save():
-                        asked_to_stop.clear()
-                        continue  # refused and rolled back: go on from the restored state
-                    say(f'step {t}: stopped by a callback' + (f'; checkpoint written to {run_dir}' if run_dir else ''))
-                    break
-                if schedule is not None and tuple(schedule.contexts_at(t)) != contexts:
-                    if not flush():
-                        continue
-                    key = jax.random.fold_in(jax.random.fold_in(guard.base_key(t), _SWITCH_SALT), t)
-                    state = _switch(vmc, state, key, schedule.contexts_at(t), total_walkers, burn_opts, burn_log, say)
-                    contexts = state.contexts
-                state, info = vmc.step(jax.random.fold_in(guard.base_key(t), t), state)
-                t += 1
-                pending.append((t, info, contexts))
-                if len(pending) > _MAX_IN_FLIGHT:  # bound JAX's run-ahead: a stop signal is served within ~2 steps
-                    jax.block_until_ready(pending[-1 - _MAX_IN_FLIGHT][1].loss)
-                progress.tick(t)
-                due = run_dir is not None and (t % checkpoint_every == 0 or t == num_steps)
-                if (due or t % log_every == 0 or t == num_steps) and not flush():
-                    continue
-                if due:
-                    save()
-    finally:
-        history.close()
-        burn_log.close()
-    return state
-
-
-_MAX_IN_FLIGHT = 2  # dispatched steps allowed to run ahead of the host (async dispatch would queue a whole
-# logging interval: a SIGTERM then waited for ~25 steps, 80 s at 5 s/step, beyond a scheduler's grace period)
-
-
-def _check_history(history_path, resumed, step, allow_missing, say):
-    """Refuses to resume a checkpoint at ``step`` > 0 whose history file is gone (unless allowed)."""
-    if resumed is None or step == 0 or jax.process_index() != 0 or os.path.exists(history_path):
-        return
-    if not allow_missing:
-        raise ValueError(f'{history_path!r} is missing, but {resumed!r} resumes at step {step}: the history of '
-                         f'steps 1..{step} would be lost. Restore the file (e.g. from a backup), or pass '
-                         f'allow_missing_history=True to train to start a new history file at step {step}.')
-    say(f'{history_path} is missing; starting a new history file at step {step} (allow_missing_history=True)')
-
-
-def _switch(vmc, state, key, contexts, total_walkers, burn_opts, burn_log, say):
-    """Re-points the blocks at ``contexts`` and burns in the changed ones."""
-    key_assign, key_burn = jax.random.split(key)
-    state, assignment = vmc.reassign(key_assign, state, contexts, total_walkers=total_walkers)
-    which = [i for i, need in enumerate(assignment.needs_burn_in) if need]
-    state, reports = vmc.equilibrate(key_burn, state, which, **burn_opts)
-    burn_log.write(burn_in_rows(int(np.asarray(state.step)), 'switch', contexts, assignment, reports))
-    failed = sum(not r.equilibrated for r in reports.values())
-    calls = [r.steps for r in reports.values()]
-    say(f'step {int(np.asarray(state.step))}: {len(contexts)} context blocks, {len(which)} burned in '
-        f'({min(calls, default=0)}-{max(calls, default=0)} sampler calls)'
-        + (f'; {failed} hit max_steps without passing the equilibration check' if failed else ''))
-    return state
-
-
-def _walker_target(vmc, state, schedule, total_walkers):
-    """The walker total the blocks must be resized to now, or None (unchanged, or the schedule
-    switches at this step and sets it); raises ``ValueError`` if it does not divide into the blocks."""
-    contexts = state.contexts
-    current = sum(int(np.shape(c.walkers)[0]) for c in state.chains)
-    wanted = vmc.config.num_walkers * len(contexts) if total_walkers is None else total_walkers
-    if wanted == current or (schedule is not None and tuple(schedule.contexts_at(int(np.asarray(state.step)))) != contexts):
-        return None
-    samplers.block_size(wanted, len(contexts))
-    return wanted
-
-
-def _resize(vmc, state, rng_key, wanted, burn_opts, burn_log, say):
-    """Resizes the blocks to ``wanted`` walkers in all (cut to a prefix, or grown and burned in)."""
-    contexts = state.contexts
-    current = sum(int(np.shape(c.walkers)[0]) for c in state.chains)
-    key = jax.random.fold_in(jax.random.fold_in(rng_key, _RESIZE_SALT), int(np.asarray(state.step)))
-    key_assign, key_burn = jax.random.split(key)
-    state, assignment = vmc.reassign(key_assign, state, contexts, total_walkers=wanted)
-    say(f'walker count changed from {current} to {wanted} ({wanted // len(contexts)} per block)')
-    if wanted > current:  # duplicated walkers must decorrelate before they are used
-        state, reports = vmc.equilibrate(key_burn, state, **burn_opts)
-        burn_log.write(burn_in_rows(int(np.asarray(state.step)), 'resize', contexts, assignment, reports))
-    return state
-
-
+        loop = TrainingLoop(vmc, state, rng_key, num_steps, run_dir, log_every=log_every, print_fn=print_fn,
+                            schedule=schedule, total_walkers=total_walkers, keep_checkpoints=keep_checkpoints,
+                            burn_opts=burn_opts, run_config=run_config, allow_pickle=allow_pickle,
+                            max_rejections=max_rejections, max_retries=max_retries,
+                            allow_missing_history=allow_missing_history, callbacks=callbacks, loggers=loggers,
+                            checkpoint_due=checkpoint_policy or every_n_steps(checkpoint_every))
+        return loop.run()

@@ -9,6 +9,7 @@ import pytest
 from conftest import tiny_dot_vmc
 from qvmc import checkpoint
 from qvmc.callbacks import EnergyTarget, TimeLimit
+from qvmc.loggers import Logger
 from qvmc.train import load_history, train
 
 
@@ -53,12 +54,60 @@ def test_ready_made_callbacks(vmc):
     assert int(state.step) == 3  # never reached: runs to the end
 
 
-@pytest.mark.parametrize('bad, message', [
-    ([42], 'callbacks\\[0\\] must be callable'),
+class RecordingLogger(Logger):
+    """A user's logger: keeps every fetched step's mean acceptance, rewinds with the loop."""
+
+    def __init__(self):
+        self.rows, self.dispatched_steps, self.closed = [], [], False
+
+    def dispatched(self, step):
+        self.dispatched_steps.append(step)
+
+    def log(self, records, seconds_per_step):
+        assert seconds_per_step >= 0
+        self.rows += [(r.step, float(np.mean([float(b.acceptance) for b in r.info.blocks])), len(r.contexts))
+                      for r in records]
+
+    def mark(self):
+        return len(self.rows)
+
+    def rewind(self, mark):
+        del self.rows[mark:]
+
+    def close(self):
+        self.closed = True
+
+
+def test_user_logger_and_checkpoint_policy(vmc, tmp_path):
+    """A user's logger receives every step once, in order, next to the history file; a custom checkpoint
+    policy decides the checkpoints (the last step is always written); the run equals one without them."""
+    key = jax.random.PRNGKey(0)
+    reference = train(vmc, vmc.init(key), key, 8, log_every=2, print_fn=None)
+    logger, asked = RecordingLogger(), []
+
+    def odd_steps(step, num_steps):
+        asked.append(step)
+        return step % 2 == 1
+    run = str(tmp_path / 'run')
+    state = train(vmc, vmc.init(key), key, 8, run_dir=run, log_every=4, print_fn=None, loggers=[logger],
+                  checkpoint_policy=odd_steps, keep_checkpoints=10)
+    assert [r[0] for r in logger.rows] == list(range(1, 9)) and logger.dispatched_steps == list(range(1, 9))
+    assert all(0 < r[1] <= 1 and r[2] == 2 for r in logger.rows) and logger.closed
+    history = load_history(run)
+    assert sorted(history['step'].unique()) == list(range(1, 9))
+    assert sorted(s for s, _ in checkpoint.list_checkpoints(run)) == [1, 3, 5, 7, 8]
+    assert asked == list(range(1, 8))  # the last step is checkpointed without asking
+    np.testing.assert_array_equal(_flat(state), _flat(reference))
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(callbacks=[42]), 'callbacks\\[0\\] must be callable'),
+    (dict(loggers=[print]), 'loggers\\[0\\] must have a method log'),
+    (dict(checkpoint_policy=5), 'checkpoint_policy must be callable'),
 ])
-def test_invalid_callbacks_refused(vmc, bad, message):
+def test_invalid_callbacks_refused(vmc, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        train(vmc, vmc.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(0), 2, callbacks=bad)
+        train(vmc, vmc.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(0), 2, **kwargs)
 
 
 @pytest.mark.parametrize('make, message', [

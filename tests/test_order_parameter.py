@@ -190,15 +190,15 @@ def test_observable_sweep_records_on_the_measurement_draws(tmp_path, monkeypatch
     order parameters recorded on its draws, columns and traces as before, the row from the traces."""
     import ansatz
     from qvmc import VMCConfig
-    from qvmc import sweep as sweep_module
     from qvmc.order_sweep import ObservableSweep
+    from samplers import engine
     system = MoireSystem(coulomb=False)
     wf = ansatz.make_plane_wave_slater(system.network_lattice(6), allow_open_shell=True)
     config = VMCConfig(mcmc_substeps=3, kinetic_method='hessian')
     sweep = ObservableSweep(wf, system, config, observables=moire_order_observables(system), density_bins=6,
                             pair_bins=4, slice_bins=4)
-    passes, real_sample = [], sweep_module.engine.sample
-    monkeypatch.setattr(sweep_module.engine, 'sample', lambda *a, **k: passes.append(1) or real_sample(*a, **k))
+    passes, real_sample = [], engine.sample  # the measurement outline's sampling pass (qvmc.measurement)
+    monkeypatch.setattr(engine, 'sample', lambda *a, **k: passes.append(1) or real_sample(*a, **k))
     contexts = [system.context(6, 0, lam=0.5), system.context(6, 0, lam=1.5)]
     result = sweep.run({}, contexts, jax.random.PRNGKey(0), num_walkers=16, num_steps=10, burn_in_chunk=5,
                        min_burn_in=10, max_burn_in=20)

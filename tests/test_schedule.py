@@ -127,7 +127,7 @@ def test_training_switches_at_boundaries_and_burns_in_until_equilibrated(tmp_pat
 
 
 def test_progress_line_has_energy_variance_acceptance_and_eta():
-    from qvmc.train import Progress, format_seconds
+    from qvmc.history import Progress, format_seconds
     from qvmc.state import BlockStats, StepInfo
     dot = QuantumDot()
     contexts = [dot.context(1, 1, lam=1.0), dot.context(1, 1, lam=2.0)]
