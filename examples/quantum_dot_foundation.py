@@ -25,6 +25,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+import samplers
 from ansatz import FermiSetsConfig, make_fermi_sets
 from hamiltonians import QuantumDot
 from hamiltonians.references import reference
@@ -127,6 +128,9 @@ def parse_args(argv=None):
     p.add_argument('--momentum', type=finite_float, default=0.9, help='spring: momentum μ in [0, 1)')
     p.add_argument('--kernel-precision', choices=KERNEL_PRECISIONS, default=None, help=KERNEL_PRECISION_HELP)
     p.add_argument('--substeps', type=positive_int, default=10, help='MCMC sub-steps per training step')
+    p.add_argument('--sampler', choices=samplers.SAMPLERS, default='rwm',
+                   help='walker moves (rwm; mala: 1.5x the effective samples per second of rwm with 10 sub-steps '
+                        'at N = 20 with --substeps 5, docs/results/foundation-models.md)')
     p.add_argument('--energy-batch-size', type=positive_int, default=None,
                    help='walkers per pass of the local energies (default: on a CPU about 9216/(N·D)², a power '
                         'of two, so that the forward Laplacian stays in cache; on a GPU all at once)')
@@ -193,7 +197,7 @@ def main():
     wavefunction = make_fermi_sets(FermiSetsConfig(width=args.width, num_layers=args.layers,
                                                    num_determinants=args.determinants))
     optimizer = make_optimizer(args)
-    config = VMCConfig(num_walkers=args.walkers, mcmc_substeps=args.substeps,
+    config = VMCConfig(num_walkers=args.walkers, mcmc_substeps=args.substeps, sampler=args.sampler,
                        energy_batch_size=args.energy_batch_size,
                        normalize_energy_scale=args.normalize_energy_scale,
                        network_dtype='float64' if args.x64 else ('float32' if args.optimizer != 'adam' else None))

@@ -32,6 +32,7 @@ def no_jax_compilation():
 # (argv, flag, bad token): stderr must name both.
 DOT_BAD = [
     (['--optimizer', 'lbfgs'], '--optimizer', "'lbfgs'"),
+    (['--sampler', 'gibbs'], '--sampler', "'gibbs'"),
     (['--optimizer', 'minsr', '--diag-shift', '0'], '--diag-shift', "'0'"),
     (['--optimizer', 'minsr', '--diag-shift', 'nan'], '--diag-shift', "'nan'"),
     (['--optimizer', 'minsr', '--max-norm', '-1'], '--max-norm', "'-1'"),
