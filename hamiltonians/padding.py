@@ -100,6 +100,19 @@ def electron_rows(walkers, ctx: Context, pad: Tuple[int, int]) -> np.ndarray:
     return np.concatenate([walkers[..., :ctx.n_up, :], walkers[..., pad[0]:pad[0] + ctx.n_down, :]], axis=-2)
 
 
+def electron_mask(values):
+    """The padding mask ``[P]`` of traced values (1 = electron), or None for unpadded values."""
+    return values.get(ACTIVE) if hasattr(values, 'get') else None
+
+
+def electron_pairs(pairs, values):
+    """Pair masks ``[..., P, P]`` restricted to electron pairs under the padding mask (unchanged if unpadded)."""
+    mask = electron_mask(values)
+    if mask is None:
+        return pairs
+    return pairs & ((mask[:, None] * mask[None, :]) > 0.5)
+
+
 def active_counts(values, n_up: int, n_down: int):
     """``(n_up, n_down)`` of the electrons: the static content, or the mask's sums when padded."""
     mask = values.get(ACTIVE) if hasattr(values, 'get') else None

@@ -150,7 +150,7 @@ class Predictor:
             bins = self.density_bins
 
             def density(walkers, values, extent):
-                mask = values.get(padding.ACTIVE)
+                mask = padding.electron_mask(values)
                 return {}, ({'density': density_counts(walkers, bins, extent, mask=mask)} if bins else {})  # [B·B + 1]
             self._compiled[spins] = jit_block_runner(self.wavefunction, self.system, spins, self.config, density)
         return self._compiled[spins]

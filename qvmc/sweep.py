@@ -201,11 +201,10 @@ class Sweep:
         hook = self.observable_fn
 
         def observe(walkers, values, extent, r_max):
-            active = values.get(padding.ACTIVE)
-            density = density_counts(walkers, bins, extent, cell, mask=active)
+            density = density_counts(walkers, bins, extent, cell, mask=padding.electron_mask(values))
             r = _pair_distances(walkers, cell)
             rbin = jnp.where(r < r_max, jnp.floor(r / r_max * pbins).astype(jnp.int32), pbins)
-            live = masks if active is None else masks & ((active[:, None] * active[None, :]) > 0.5)[None]
+            live = padding.electron_pairs(masks, values)
             pair = jax.vmap(lambda m: jnp.bincount(jnp.where(m, rbin, pbins).ravel(), length=pbins + 1))(live)
             per_walker = {}
             if hook is not None:
