@@ -18,6 +18,7 @@ import numpy as np
 import samplers
 from hamiltonians.context import Context
 from hamiltonians.padding import Layout
+from qvmc.config import check_int
 from samplers import engine
 from samplers.types import Params, PRNGKey
 
@@ -35,11 +36,9 @@ def check_measure_args(num_walkers: int, num_steps: int, burn_in_chunk: int, min
                        max_burn_in: int) -> None:
     """``ValueError`` unless the walker count, measurement draws and burn-in settings are usable."""
     for name, v in (('num_walkers', num_walkers), ('num_steps', num_steps), ('burn_in_chunk', burn_in_chunk)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f'{name} must be an integer > 0, got {v!r}.')
+        check_int(name, v)
     for name, v in (('min_burn_in', min_burn_in), ('max_burn_in', max_burn_in)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f'{name} must be an integer >= 0, got {v!r}.')
+        check_int(name, v, minimum=0)
     if max_burn_in < min_burn_in:
         raise ValueError(f'max_burn_in ({max_burn_in}) must be >= min_burn_in ({min_burn_in}).')
 
