@@ -11,8 +11,8 @@ kernel).
 
 Sizes from the environment:
 
-* ``QVMC_BENCH_LARGE_MODEL`` (``checkpoints/dot_large``): a model file, or a run directory whose newest
-  checkpoint is exported to a temporary model file first (the committed large-N training).
+* ``QVMC_BENCH_LARGE_MODEL`` (``foundation_unpolarized_large``): a shipped model's name, a model file, or
+  a run directory whose newest checkpoint is exported to a temporary model file first.
 * ``QVMC_BENCH_LARGE_N`` (20), ``QVMC_BENCH_LARGE_LAM`` (1.0), ``QVMC_BENCH_LARGE_OMEGA`` (1.0): the
   unpolarized closed shell sampled.
 * ``QVMC_BENCH_LARGE_WALKERS`` (64), ``QVMC_BENCH_LARGE_DRAWS`` (100), ``QVMC_BENCH_LARGE_WARM`` (60
@@ -35,8 +35,7 @@ from qvmc.estimator import make_block_functions
 from samplers.stats import compute_stats
 from envvars import env_float, env_int, env_str
 
-MODEL = env_str('QVMC_BENCH_LARGE_MODEL', os.path.join(os.path.dirname(__file__), os.pardir, 'checkpoints',
-                                                        'dot_large'))
+MODEL = env_str('QVMC_BENCH_LARGE_MODEL', 'foundation_unpolarized_large')
 N = env_int('QVMC_BENCH_LARGE_N', 20)
 LAM, OMEGA = env_float('QVMC_BENCH_LARGE_LAM', 1.0, inclusive=True), env_float('QVMC_BENCH_LARGE_OMEGA', 1.0)
 WALKERS, DRAWS, WARM = (env_int('QVMC_BENCH_LARGE_WALKERS', 64), env_int('QVMC_BENCH_LARGE_DRAWS', 100),
@@ -58,7 +57,7 @@ def _kernels():
 def model(tmp_path_factory):
     path = MODEL
     if os.path.isdir(path):
-        path = str(tmp_path_factory.mktemp('model') / 'dot_large.qvmc')
+        path = str(tmp_path_factory.mktemp('model') / 'large_n.qvmc')
         pretrained.export_model(MODEL, path)
     return pretrained.load(path)
 

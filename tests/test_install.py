@@ -14,7 +14,7 @@ import pytest
 pytestmark = [pytest.mark.install, pytest.mark.xdist_group('install')]  # one fresh venv for the file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHIPPED = ('foundation_polarized', 'foundation_unpolarized')
+SHIPPED = ('foundation_polarized', 'foundation_unpolarized', 'foundation_unpolarized_large')
 SCRIPT = '''
 import os, sys
 import jax

@@ -331,6 +331,10 @@ SHIPPED_TRAINING_SETS = {  # name -> (spin sector, the documented training set {
                                {(2, lam, 1.0) for lam in (0.0, 1.0, 2.0, 5.0, 8.0)}
                                | {(6, 0.0, 1.0), (12, 0.0, 1.0), (12, 1.0, 1.0), (12, 1.0, 0.5)}
                                | {(6, 1.0, omega) for omega in (1.0, 0.5, 0.28)}),
+    'foundation_unpolarized_large': ('unpolarized',
+                                     {(2, 0.0, 1.0), (2, 1.0, 1.0), (6, 1.0, 1.0), (12, 0.0, 1.0), (12, 1.0, 1.0),
+                                      (12, 1.0, 0.5)} | {(n, 0.0, 1.0) for n in (20, 30)}
+                                     | {(n, 1.0, omega) for n in (20, 30) for omega in (1.0, 0.5, 0.28)}),
 }
 
 
@@ -349,6 +353,25 @@ def test_shipped_foundation_model_loads_and_matches_the_code(name):
         assert all(c['n_up'] == (c['n_up'] + c['n_down'] + 1) // 2 for c in contexts)
     else:
         assert all(c['n_down'] == 0 for c in contexts)
+
+
+def test_large_model_is_antisymmetric_at_30_electrons():
+    """The large-N model at N = 30 (15↑15↓), λ = 1: exchanging two same-spin electrons flips the sign of ψ
+    and leaves log|ψ| unchanged (float64, to rounding); it is built for N up to 56."""
+    model = pretrained.load('foundation_unpolarized_large')
+    assert model.system.max_electrons == 56
+    ctx = model.context(30, 1.0, omega=0.5)
+    psi = jax.jit(make_psi(model.wavefunction, model.system, ctx.spins))
+    params = jax.tree.map(lambda p: np.asarray(p, np.float64), model.params)
+    x = np.random.default_rng(0).normal(0.0, 2.0, size=(30, 2))
+    sign, logabs = psi(params, x, ctx.values)
+    assert np.isfinite(logabs) and abs(float(sign)) == 1.0
+    for i, j in [(0, 1), (3, 14), (15, 16), (20, 29)]:  # rows 0..14 spin up, 15..29 spin down
+        y = x.copy()
+        y[[i, j]] = y[[j, i]]
+        sign_y, logabs_y = psi(params, y, ctx.values)
+        assert float(sign_y) == -float(sign), (i, j)
+        np.testing.assert_allclose(float(logabs_y), float(logabs), rtol=1e-12, atol=1e-9)
 
 
 def test_open_shell_orders_are_compared_variationally(exported):
