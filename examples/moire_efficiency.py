@@ -43,6 +43,7 @@ from qvmc.checkpoint_format import load_payload  # noqa: E402
 FAMILIES = ('qernel', 'psiformer')
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'moire_transition.py')
 FROZEN = os.path.join('sweep', 'energies.csv')
+PARAMS_KEY = "['params']"  # the state's parameter leaves in a checkpoint
 
 
 def parse_members(items):
@@ -146,17 +147,22 @@ def run_members(args):
             sys.exit(code)
 
 
+def parameter_count(leaves):
+    """The number of network parameters among a training checkpoint's leaves (keyed by pytree path)."""
+    return int(sum(np.size(v) for k, v in leaves.items() if k.startswith(PARAMS_KEY)))
+
+
 def member_row(args, name, width):
     """One member's numbers from its run directory, or ``None`` if it has not finished."""
     directory = member_dir(args, name, width)
     if not os.path.isfile(os.path.join(directory, FROZEN)):
         return None
-    meta = load_payload(os.path.join(directory, 'checkpoint.qvmc'))['metadata']
+    leaves = load_payload(os.path.join(directory, 'checkpoint.qvmc'))['leaves']
     frozen = pd.read_csv(os.path.join(directory, FROZEN)).iloc[0]
     history = pd.read_csv(os.path.join(directory, 'history.csv'))
     n = args.electrons
     end = efficiency.stability(history['energy'] / n, args.window)
-    return {'ansatz': name, 'width': width, 'params': int(sum(np.prod(s) for s in meta['param_shapes'].values())),
+    return {'ansatz': name, 'width': width, 'params': parameter_count(leaves),
             'steps': int(history['step'].max()), 'walkers': args.walkers,
             'wall_minutes': float(history['seconds'].sum() / 60),
             'frozen_energy_per_electron': float(frozen['energy_per_electron']),

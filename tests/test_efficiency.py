@@ -70,7 +70,7 @@ def test_parameters_at_energy_on_a_log_linear_family():
 
 
 def _member(root, name, width, params, tau, final, n=6, steps=300):
-    """A finished member: history E/N = final + 5 exp(-t/τ), frozen energy = final, parameters in the metadata."""
+    """A finished member: history E/N = final + 5 exp(-t/τ), frozen energy = final, ``params`` parameters."""
     directory = os.path.join(root, f'{name}-w{width}')
     os.makedirs(os.path.join(directory, 'sweep'))
     t = np.arange(1, steps + 1)
@@ -78,8 +78,9 @@ def _member(root, name, width, params, tau, final, n=6, steps=300):
         os.path.join(directory, 'history.csv'), index=False)
     pd.DataFrame({'lam': [1.0], 'energy_per_electron': [final], 'energy_per_electron_err': [0.01]}).to_csv(
         os.path.join(directory, 'sweep', 'energies.csv'), index=False)
-    checkpoint.save(os.path.join(directory, 'checkpoint.qvmc'), {'x': np.zeros(1)},
-                    metadata={'param_shapes': {'w': [params]}})
+    # a training state's layout: parameters under 'params', other leaves beside them
+    checkpoint.save(os.path.join(directory, 'checkpoint.qvmc'),
+                    {'params': {'layer': {'w': np.zeros(params - 10), 'b': np.zeros(10)}}, 'step': np.zeros(7)})
 
 
 def test_efficiency_driver_summary(tmp_path, capsys):
@@ -87,7 +88,7 @@ def test_efficiency_driver_summary(tmp_path, capsys):
     root = str(tmp_path)
     # QERNEL decays 3× faster than the PsiFormer of nearly the same size and matches the 4×-larger PsiFormer
     _member(root, 'qernel', 16, 1000, tau=10.0, final=-40.0)
-    _member(root, 'psiformer', 16, 1000 * 1.05, tau=30.0, final=-39.5)
+    _member(root, 'psiformer', 16, 1050, tau=30.0, final=-39.5)
     _member(root, 'psiformer', 32, 4000, tau=30.0, final=-40.0)
     _member(root, 'psiformer', 64, 16000, tau=30.0, final=-40.5)
     moire_efficiency.main(['--run-dir', root, '--electrons', '6', '--members', 'qernel:16', 'psiformer:16,32,64',
