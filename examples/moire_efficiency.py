@@ -11,7 +11,8 @@ skipped), with ``--layers``, ``--heads`` and ``--determinants`` shared; QERNEL m
 ``--kv-heads`` key/value heads, ``--experts`` experts of hidden width width/2. The summary reads
 the run directories only (nothing is compiled) and writes into the run directory:
 
-- ``members.csv``: per member the parameter count, steps, walkers, wall time, the frozen energy
+- ``members.csv``: per member the parameter count, steps, walkers, wall time (and the median seconds per
+  step, which a pause or a shared core moves less than the sum), the frozen energy
   per electron with its blocking error, and how the training curve ends (mean and scatter of
   the last ``--window`` steps, the largest rise of the trailing mean: the stability);
 - ``ratios.csv``: for every member of the first family, (a) the parameter count the second
@@ -165,6 +166,7 @@ def member_row(args, name, width):
     return {'ansatz': name, 'width': width, 'params': parameter_count(leaves),
             'steps': int(history['step'].max()), 'walkers': args.walkers,
             'wall_minutes': float(history['seconds'].sum() / 60),
+            'median_seconds_per_step': float(history['seconds'].median()),
             'frozen_energy_per_electron': float(frozen['energy_per_electron']),
             'frozen_err': float(frozen['energy_per_electron_err']),
             'final_mean': end.final_mean, 'final_err': end.final_err, 'spread': end.spread,

@@ -96,6 +96,7 @@ def test_efficiency_driver_summary(tmp_path, capsys):
     members = pd.read_csv(tmp_path / 'members.csv').set_index('width')
     assert members.loc[16, 'params'].tolist() == [1000, 1050]
     assert members.loc[32, 'wall_minutes'] == pytest.approx(300 * 0.5 / 60)
+    assert members.loc[32, 'median_seconds_per_step'] == 0.5
     ratio = pd.read_csv(tmp_path / 'ratios.csv').iloc[0]
     assert ratio['param_ratio'] == pytest.approx(4.0, rel=1e-9) and ratio['status'] == 'inside'
     # the trailing mean of 2 steps of final + 5 e^(-t/τ) is final + 5 e^(-t/τ) (1 + e^(1/τ)) / 2: the matched
