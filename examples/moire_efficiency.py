@@ -22,6 +22,9 @@ the run directories only (nothing is compiled) and writes into the run directory
   threshold ± its standard error) and their ratios;
 - ``energy_vs_parameters.png`` and ``training_curves.png``.
 
+A member whose frozen measurement did not pass the drift check within ``--burn-in``'s MAX calls is left
+out of ``ratios.csv`` and measured again (nothing retrained) by the next run without ``--summarize-only``.
+
 SIGTERM or Ctrl-C reaches the running member, which stops after a checkpoint (exit status 75);
 re-running the same command resumes it.
 """
@@ -36,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.py, also when imported by path
-from cli import int_at_least, nonnegative_float, positive_float, positive_int  # noqa: E402
+from cli import (check, int_at_least, nonnegative_float, nonnegative_int, parse_burn_in, positive_float,  # noqa: E402
+                 positive_int)
 
 from qvmc import efficiency  # noqa: E402
 from qvmc.checkpoint_format import load_payload  # noqa: E402
@@ -91,6 +95,9 @@ def parse_args(argv=None):
     p.add_argument('--optimizer', choices=('adam', 'sr', 'minsr', 'spring'), default='minsr')
     p.add_argument('--eval-walkers', type=positive_int, default=128)
     p.add_argument('--eval-steps', type=positive_int, default=100)
+    p.add_argument('--burn-in', type=nonnegative_int, nargs=3, default=(10, 20, 1000), metavar=('CHUNK', 'MIN', 'MAX'),
+                   help='equilibration of the members (start and frozen measurement): chunks of CHUNK calls until '
+                        'the drift check passes, at least MIN, at most MAX calls')
     p.add_argument('--checkpoint-every', type=positive_int, default=50)
     p.add_argument('--seed', type=int_at_least(0, 'seeds are non-negative'), default=0)
     p.add_argument('--window', type=int_at_least(2, 'a trailing mean needs two steps'), default=50,
@@ -107,6 +114,7 @@ def parse_args(argv=None):
             p.error(f'--members: width {width} of {name} is not a multiple of --heads = {args.heads}')
         if name == 'qernel' and (args.heads % args.kv_heads or width // 2 < 1):
             p.error(f'--kv-heads: {args.kv_heads} must divide --heads = {args.heads}')
+    check(p, parse_burn_in, args.burn_in, '--burn-in')
     if args.window > args.steps:
         p.error(f'--window: bad value {args.window} (at most --steps = {args.steps})')
     return args
@@ -125,14 +133,27 @@ def member_command(args, name, width):
         cmd += ['--kv-heads', str(args.kv_heads), '--experts', str(args.experts), '--expert-hidden', str(width // 2)]
     cmd += ['--optimizer', args.optimizer, '--walkers', str(args.walkers), '--substeps', str(args.substeps),
             '--steps', str(args.steps), '--checkpoint-every', str(args.checkpoint_every),
-            '--eval-walkers', str(args.eval_walkers), '--eval-steps', str(args.eval_steps), '--seed', str(args.seed)]
+            '--eval-walkers', str(args.eval_walkers), '--eval-steps', str(args.eval_steps), '--seed', str(args.seed),
+            '--burn-in', *(str(b) for b in args.burn_in)]
     return cmd
 
 
+def frozen_equilibrated(directory):
+    """Whether a member's frozen measurement exists and its walkers passed the drift check (``None``: no
+    measurement yet)."""
+    path = os.path.join(directory, FROZEN)
+    if not os.path.isfile(path):
+        return None
+    table = pd.read_csv(path)
+    return bool(table['equilibrated'].all()) if 'equilibrated' in table else True
+
+
 def run_members(args):
-    """Runs (or resumes) every unfinished member in turn; forwards SIGTERM / SIGINT to the running one."""
+    """Runs (or resumes) every unfinished member in turn; forwards SIGTERM / SIGINT to the running one.
+    A member whose frozen measurement did not equilibrate is run again: it resumes at its last step and
+    only measures again, with this run's ``--burn-in``."""
     for name, width in args.member_list:
-        if os.path.isfile(os.path.join(member_dir(args, name, width), FROZEN)):
+        if frozen_equilibrated(member_dir(args, name, width)):
             continue
         cmd = member_command(args, name, width)
         print('$ ' + ' '.join(cmd[1:]), flush=True)
@@ -169,6 +190,8 @@ def member_row(args, name, width):
             'median_seconds_per_step': float(history['seconds'].median()),
             'frozen_energy_per_electron': float(frozen['energy_per_electron']),
             'frozen_err': float(frozen['energy_per_electron_err']),
+            'frozen_equilibrated': bool(frozen.get('equilibrated', True)),
+            'frozen_burn_in': int(frozen.get('burn_in_steps', -1)),
             'final_mean': end.final_mean, 'final_err': end.final_err, 'spread': end.spread,
             'max_rise': end.max_rise}
 
@@ -193,6 +216,7 @@ def _ratio(slow, fast):
 def ratio_rows(args, members):
     """Parameter ratio at equal frozen energy and step / time ratios at matched size."""
     first, second = members['ansatz'].iloc[0], [a for a in members['ansatz'].unique()][1]
+    members = members[members.frozen_equilibrated]  # an unequilibrated frozen energy is not an estimate
     ours, theirs = members[members.ansatz == first], members[members.ansatz == second].sort_values('params')
     rows = []
     for _, q in ours.iterrows():
@@ -253,9 +277,12 @@ def summarize(args):
         return
     members = pd.DataFrame(rows)
     members.to_csv(os.path.join(args.run_dir, 'members.csv'), index=False)
+    for _, m in members[~members.frozen_equilibrated].iterrows():
+        print(f'{m.ansatz}-w{m.width}: frozen measurement not equilibrated after {m.frozen_burn_in} calls; left out '
+              'of the ratios (re-run without --summarize-only to measure it again with --burn-in)')
     with pd.option_context('display.width', 200, 'display.float_format', '{:.4f}'.format):
         print(members.to_string(index=False))
-        if members.ansatz.nunique() == 2:
+        if members[members.frozen_equilibrated].ansatz.nunique() == 2:
             ratios = ratio_rows(args, members)
             ratios.to_csv(os.path.join(args.run_dir, 'ratios.csv'), index=False)
             print(ratios.to_string(index=False))

@@ -69,14 +69,15 @@ def test_parameters_at_energy_on_a_log_linear_family():
             efficiency.parameters_at_energy(target=0.0, **bad)
 
 
-def _member(root, name, width, params, tau, final, n=6, steps=300):
+def _member(root, name, width, params, tau, final, n=6, steps=300, equilibrated=True):
     """A finished member: history E/N = final + 5 exp(-t/τ), frozen energy = final, ``params`` parameters."""
     directory = os.path.join(root, f'{name}-w{width}')
     os.makedirs(os.path.join(directory, 'sweep'))
     t = np.arange(1, steps + 1)
     pd.DataFrame({'step': t, 'energy': n * (final + 5 * np.exp(-t / tau)), 'seconds': 0.5}).to_csv(
         os.path.join(directory, 'history.csv'), index=False)
-    pd.DataFrame({'lam': [1.0], 'energy_per_electron': [final], 'energy_per_electron_err': [0.01]}).to_csv(
+    pd.DataFrame({'lam': [1.0], 'energy_per_electron': [final], 'energy_per_electron_err': [0.01],
+                  'equilibrated': [equilibrated], 'burn_in_steps': [300 if not equilibrated else 40]}).to_csv(
         os.path.join(directory, 'sweep', 'energies.csv'), index=False)
     # a training state's layout: parameters under 'params', other leaves beside them
     checkpoint.save(os.path.join(directory, 'checkpoint.qvmc'),
@@ -91,7 +92,11 @@ def test_efficiency_driver_summary(tmp_path, capsys):
     _member(root, 'psiformer', 16, 1050, tau=30.0, final=-39.5)
     _member(root, 'psiformer', 32, 4000, tau=30.0, final=-40.0)
     _member(root, 'psiformer', 64, 16000, tau=30.0, final=-40.5)
-    moire_efficiency.main(['--run-dir', root, '--electrons', '6', '--members', 'qernel:16', 'psiformer:16,32,64',
+    _member(root, 'psiformer', 128, 64000, tau=30.0, final=-35.0, equilibrated=False)  # must not enter the ratios
+    assert moire_efficiency.frozen_equilibrated(os.path.join(root, 'psiformer-w128')) is False
+    assert moire_efficiency.frozen_equilibrated(os.path.join(root, 'psiformer-w64')) is True
+    assert moire_efficiency.frozen_equilibrated(os.path.join(root, 'none')) is None
+    moire_efficiency.main(['--run-dir', root, '--electrons', '6', '--members', 'qernel:16', 'psiformer:16,32,64,128',
                            '--summarize-only', '--steps', '300', '--window', '2'])
     members = pd.read_csv(tmp_path / 'members.csv').set_index('width')
     assert members.loc[16, 'params'].tolist() == [1000, 1050]
@@ -109,7 +114,9 @@ def test_efficiency_driver_summary(tmp_path, capsys):
     assert ratio['seconds_ratio'] == pytest.approx(ratio['steps_ratio'])
     for name in ('energy_vs_parameters.png', 'training_curves.png'):
         assert (tmp_path / name).is_file()
-    assert 'wrote' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'psiformer-w128: frozen measurement not equilibrated after 300 calls' in out and 'wrote' in out
+    assert not members.loc[128, 'frozen_equilibrated'] and members.loc[64, 'frozen_equilibrated']
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -118,6 +125,7 @@ def test_efficiency_driver_summary(tmp_path, capsys):
     (['--members', 'fermi_sets:16', 'psiformer:16'], "bad item 'fermi_sets:16'"),
     (['--members', 'qernel:18', 'psiformer:16'], 'not a multiple of --heads'),
     (['--window', '700'], '--window'),
+    (['--burn-in', '10', '20', '15'], '--burn-in'),
 ])
 def test_efficiency_driver_rejects_bad_flags(argv, message, capsys):
     import moire_efficiency
