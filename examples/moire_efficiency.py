@@ -2,12 +2,13 @@
 steps, walkers, optimizer and sampler, each evaluated at the end with frozen parameters.
 
     python examples/moire_efficiency.py --run-dir runs/eff18 --electrons 18 \
-        --members qernel:16,32,64 psiformer:16,32,64,128 --steps 600 --walkers 64
-    python examples/moire_efficiency.py --run-dir runs/eff18 --summarize-only
+        --members qernel:16,32,64 psiformer:16,32,64,128 --steps 1000 --walkers 256
+    python examples/moire_efficiency.py --run-dir runs/eff18 --electrons 18 \
+        --members qernel:16,32,64 psiformer:16,32,64,128 --steps 1000 --walkers 256 --summarize-only
 
 Every member is one fixed-λ run of ``moire_transition.py`` in ``<run dir>/<ansatz>-w<width>``
-(started, or resumed, one after the other; a finished member, one with ``sweep/energies.csv``, is
-skipped), with ``--layers``, ``--heads`` and ``--determinants`` shared; QERNEL members get
+(started, or resumed, one after the other; a member with an equilibrated frozen measurement,
+``sweep/energies.csv``, is skipped), with ``--layers``, ``--heads`` and ``--determinants`` shared; QERNEL members get
 ``--kv-heads`` key/value heads, ``--experts`` experts of hidden width width/2. The summary reads
 the run directories only (nothing is compiled) and writes into the run directory:
 
@@ -67,7 +68,7 @@ def parse_members(items):
             if width < 1:
                 raise argparse.ArgumentTypeError(f'--members: bad width {token!r} in {item!r} (a positive integer)')
             members.append((name, width))
-    if len({m for m in members}) != len(members):
+    if len(set(members)) != len(members):
         raise argparse.ArgumentTypeError('--members: a member is listed twice')
     if len({name for name, _ in members}) != 2:
         raise argparse.ArgumentTypeError('--members: give both families (qernel:… psiformer:…), the first is '
@@ -174,6 +175,11 @@ def parameter_count(leaves):
     return int(sum(np.size(v) for k, v in leaves.items() if k.startswith(PARAMS_KEY)))
 
 
+def member_history(args, name, width):
+    """A member's training history (``history.csv``)."""
+    return pd.read_csv(os.path.join(member_dir(args, name, width), 'history.csv'))
+
+
 def member_row(args, name, width):
     """One member's numbers from its run directory, or ``None`` if it has not finished."""
     directory = member_dir(args, name, width)
@@ -181,7 +187,7 @@ def member_row(args, name, width):
         return None
     leaves = load_payload(os.path.join(directory, 'checkpoint.qvmc'))['leaves']
     frozen = pd.read_csv(os.path.join(directory, FROZEN)).iloc[0]
-    history = pd.read_csv(os.path.join(directory, 'history.csv'))
+    history = member_history(args, name, width)
     n = args.electrons
     end = efficiency.stability(history['energy'] / n, args.window)
     return {'ansatz': name, 'width': width, 'params': parameter_count(leaves),
@@ -215,7 +221,7 @@ def _ratio(slow, fast):
 
 def ratio_rows(args, members):
     """Parameter ratio at equal frozen energy and step / time ratios at matched size."""
-    first, second = members['ansatz'].iloc[0], [a for a in members['ansatz'].unique()][1]
+    first, second = members['ansatz'].unique()[:2]
     members = members[members.frozen_equilibrated]  # an unequilibrated frozen energy is not an estimate
     ours, theirs = members[members.ansatz == first], members[members.ansatz == second].sort_values('params')
     rows = []
@@ -229,7 +235,7 @@ def ratio_rows(args, members):
                         'status': need.status, 'param_ratio': need.value / q.params,
                         'param_ratio_err': need.err / q.params, 'bootstrap_inside': need.inside_fraction})
         match = theirs.iloc[int(np.argmin(np.abs(np.log(theirs.params.to_numpy() / q.params))))]
-        hist = {m: pd.read_csv(os.path.join(member_dir(args, a, w), 'history.csv'))
+        hist = {m: member_history(args, a, w)
                 for m, a, w in (('ours', first, q.width), ('theirs', second, match.width))}
         slow = _crossings(hist['theirs'], args.electrons, match.final_mean, match.final_err, args.window)
         fast = _crossings(hist['ours'], args.electrons, match.final_mean, match.final_err, args.window)
@@ -260,7 +266,7 @@ def plot(args, members):
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for _, m in members.iterrows():
-        history = pd.read_csv(os.path.join(member_dir(args, m.ansatz, m.width), 'history.csv'))
+        history = member_history(args, m.ansatz, m.width)
         ax.plot(history.step, efficiency.rolling_mean(history.energy / args.electrons, args.window),
                 ls='-' if m.ansatz == 'qernel' else '--', label=f'{m.ansatz} {m.params / 1e3:.1f}K')
     ax.set(xlabel='step', ylabel=f'energy per electron (meV, trailing mean of {args.window})')

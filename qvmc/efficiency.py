@@ -12,22 +12,18 @@ it is cheap and testable without a network.
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 
 
 def rolling_mean(values: Sequence[float], window: int) -> np.ndarray:
-    """Trailing mean over ``window`` steps (NaN for the first ``window - 1`` steps).
+    """Trailing mean over ``window`` steps (NaN for the first ``window - 1`` steps; pandas' rolling mean).
 
     Raises:
       ValueError: ``window`` is not a positive integer.
     """
     if int(window) != window or window < 1:
         raise ValueError(f'window must be a positive integer, got {window!r}.')
-    values = np.asarray(values, dtype=np.float64)
-    out = np.full(values.shape, np.nan)
-    if len(values) >= window:
-        sums = np.cumsum(np.concatenate([[0.0], values]))
-        out[window - 1:] = (sums[window:] - sums[:-window]) / window
-    return out
+    return pd.Series(np.asarray(values, dtype=np.float64)).rolling(int(window)).mean().to_numpy()
 
 
 def first_crossing(times: Sequence[float], values: Sequence[float], threshold: float, window: int) -> Optional[float]:
@@ -134,8 +130,3 @@ def parameters_at_energy(params: Sequence[float], energies: Sequence[float], err
         return Interpolated(float(bound), float('nan'), status, fraction)
     spread = float(np.std(np.exp(found))) if len(found) > 1 else float('nan')
     return Interpolated(float(np.exp(central)), spread, 'inside', fraction)
-
-
-def ratio_error(a: float, a_err: float, b: float, b_err: float) -> float:
-    """Standard error of a / b from independent errors of a and b (first order)."""
-    return abs(a / b) * float(np.hypot(a_err / a, b_err / b))
