@@ -7,7 +7,7 @@ steps, walkers, optimizer and sampler, each evaluated at the end with frozen par
         --members qernel:16,32,64 psiformer:16,32,64,128 --steps 1000 --walkers 256 --summarize-only
 
 Every member is one fixed-λ run of ``moire_transition.py`` in ``<run dir>/<ansatz>-w<width>``
-(started, or resumed, one after the other; a member with an equilibrated frozen measurement,
+(started, or resumed, one after the other; a member with a usable frozen measurement,
 ``sweep/energies.csv``, is skipped), with ``--layers``, ``--heads`` and ``--determinants`` shared; QERNEL members get
 ``--kv-heads`` key/value heads, ``--experts`` experts of hidden width width/2. The summary reads
 the run directories only (nothing is compiled) and writes into the run directory:
@@ -23,8 +23,13 @@ the run directories only (nothing is compiled) and writes into the run directory
   threshold ± its standard error) and their ratios;
 - ``energy_vs_parameters.png`` and ``training_curves.png``.
 
-A member whose frozen measurement did not pass the drift check within ``--burn-in``'s MAX calls is left
-out of ``ratios.csv`` and measured again (nothing retrained) by the next run without ``--summarize-only``.
+The frozen measurement starts from the member's final training walkers (``--frozen-start trained``,
+``moire_transition.py --sweep-start trained``) and burns in until the drift check passes. At N = 18 fresh
+walkers can pass the drift check in a region of higher energy (PsiFormer-16: −55.43 ± 0.05 meV/e from
+fresh walkers, −55.99 ± 0.04 from the trained ones), so fresh starts are not compared with trained ones.
+A measurement is usable if it passed the drift check within ``--burn-in``'s MAX calls and started from
+``--frozen-start`` walkers; any other is left out of ``ratios.csv`` and measured again (nothing retrained)
+by the next run without ``--summarize-only``.
 
 SIGTERM or Ctrl-C reaches the running member, which stops after a checkpoint (exit status 75);
 re-running the same command resumes it.
@@ -99,6 +104,9 @@ def parse_args(argv=None):
     p.add_argument('--burn-in', type=nonnegative_int, nargs=3, default=(10, 20, 1000), metavar=('CHUNK', 'MIN', 'MAX'),
                    help='equilibration of the members (start and frozen measurement): chunks of CHUNK calls until '
                         'the drift check passes, at least MIN, at most MAX calls')
+    p.add_argument('--frozen-start', choices=('trained', 'fresh'), default='trained',
+                   help='walkers of the frozen measurement: the final training walkers (default), or fresh ones '
+                        '(which at N ≥ 18 can pass the drift check in a higher-energy region: see the docstring)')
     p.add_argument('--checkpoint-every', type=positive_int, default=50)
     p.add_argument('--seed', type=int_at_least(0, 'seeds are non-negative'), default=0)
     p.add_argument('--window', type=int_at_least(2, 'a trailing mean needs two steps'), default=50,
@@ -135,26 +143,32 @@ def member_command(args, name, width):
     cmd += ['--optimizer', args.optimizer, '--walkers', str(args.walkers), '--substeps', str(args.substeps),
             '--steps', str(args.steps), '--checkpoint-every', str(args.checkpoint_every),
             '--eval-walkers', str(args.eval_walkers), '--eval-steps', str(args.eval_steps), '--seed', str(args.seed),
-            '--burn-in', *(str(b) for b in args.burn_in)]
+            '--burn-in', *(str(b) for b in args.burn_in), '--sweep-start', args.frozen_start]
     return cmd
 
 
-def frozen_equilibrated(directory):
-    """Whether a member's frozen measurement exists and its walkers passed the drift check (``None``: no
-    measurement yet)."""
+def frozen_start(table):
+    """'trained' or 'fresh': the walkers a frozen measurement (``sweep/energies.csv``) started from."""
+    return 'trained' if 'carried_over' in table and bool(table['carried_over'].all()) else 'fresh'
+
+
+def frozen_usable(directory, start):
+    """Whether a member's frozen measurement exists (``None``: not yet), passed the drift check and
+    started from ``start`` walkers ('trained' or 'fresh')."""
     path = os.path.join(directory, FROZEN)
     if not os.path.isfile(path):
         return None
     table = pd.read_csv(path)
-    return bool(table['equilibrated'].all()) if 'equilibrated' in table else True
+    equilibrated = bool(table['equilibrated'].all()) if 'equilibrated' in table else True
+    return equilibrated and frozen_start(table) == start
 
 
 def run_members(args):
     """Runs (or resumes) every unfinished member in turn; forwards SIGTERM / SIGINT to the running one.
-    A member whose frozen measurement did not equilibrate is run again: it resumes at its last step and
-    only measures again, with this run's ``--burn-in``."""
+    A member whose frozen measurement did not equilibrate, or started from other walkers than
+    ``--frozen-start``, is run again: it resumes at its last step and only measures again."""
     for name, width in args.member_list:
-        if frozen_equilibrated(member_dir(args, name, width)):
+        if frozen_usable(member_dir(args, name, width), args.frozen_start):
             continue
         cmd = member_command(args, name, width)
         print('$ ' + ' '.join(cmd[1:]), flush=True)
@@ -186,7 +200,8 @@ def member_row(args, name, width):
     if not os.path.isfile(os.path.join(directory, FROZEN)):
         return None
     leaves = load_payload(os.path.join(directory, 'checkpoint.qvmc'))['leaves']
-    frozen = pd.read_csv(os.path.join(directory, FROZEN)).iloc[0]
+    table = pd.read_csv(os.path.join(directory, FROZEN))
+    frozen = table.iloc[0]
     history = member_history(args, name, width)
     n = args.electrons
     end = efficiency.stability(history['energy'] / n, args.window)
@@ -198,6 +213,8 @@ def member_row(args, name, width):
             'frozen_err': float(frozen['energy_per_electron_err']),
             'frozen_equilibrated': bool(frozen.get('equilibrated', True)),
             'frozen_burn_in': int(frozen.get('burn_in_steps', -1)),
+            'frozen_start': frozen_start(table),
+            'frozen_usable': bool(frozen.get('equilibrated', True)) and frozen_start(table) == args.frozen_start,
             'final_mean': end.final_mean, 'final_err': end.final_err, 'spread': end.spread,
             'max_rise': end.max_rise}
 
@@ -222,7 +239,7 @@ def _ratio(slow, fast):
 def ratio_rows(args, members):
     """Parameter ratio at equal frozen energy and step / time ratios at matched size."""
     first, second = members['ansatz'].unique()[:2]
-    members = members[members.frozen_equilibrated]  # an unequilibrated frozen energy is not an estimate
+    members = members[members.frozen_usable]  # unequilibrated, or from other walkers: not compared
     ours, theirs = members[members.ansatz == first], members[members.ansatz == second].sort_values('params')
     rows = []
     for _, q in ours.iterrows():
@@ -283,12 +300,14 @@ def summarize(args):
         return
     members = pd.DataFrame(rows)
     members.to_csv(os.path.join(args.run_dir, 'members.csv'), index=False)
-    for _, m in members[~members.frozen_equilibrated].iterrows():
-        print(f'{m.ansatz}-w{m.width}: frozen measurement not equilibrated after {m.frozen_burn_in} calls; left out '
-              'of the ratios (re-run without --summarize-only to measure it again with --burn-in)')
+    for _, m in members[~members.frozen_usable].iterrows():
+        why = (f'not equilibrated after {m.frozen_burn_in} calls' if not m.frozen_equilibrated else
+               f'started from {m.frozen_start} walkers, not {args.frozen_start} ones')
+        print(f'{m.ansatz}-w{m.width}: frozen measurement {why}; left out of the ratios (re-run without '
+              '--summarize-only to measure it again)')
     with pd.option_context('display.width', 200, 'display.float_format', '{:.4f}'.format):
         print(members.to_string(index=False))
-        if members[members.frozen_equilibrated].ansatz.nunique() == 2:
+        if members[members.frozen_usable].ansatz.nunique() == 2:
             ratios = ratio_rows(args, members)
             ratios.to_csv(os.path.join(args.run_dir, 'ratios.csv'), index=False)
             print(ratios.to_string(index=False))

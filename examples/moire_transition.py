@@ -265,6 +265,10 @@ def parse_args(argv=None):
                        help='sweep interval (default: the training interval; with --lam: that λ alone; 0 ≤ lo < hi)')
     sweep.add_argument('--eval-walkers', type=positive_int, default=128)
     sweep.add_argument('--eval-steps', type=positive_int, default=100, help='measurement MCMC calls per λ')
+    sweep.add_argument('--sweep-start', choices=('fresh', 'trained'), default='fresh',
+                       help='walkers of the first sweep point: fresh ones, or the final training walkers of the '
+                            'block nearest in λ (--eval-walkers of them; what a fixed-λ measurement should use where '
+                            'fresh walkers equilibrate slowly); later points carry over either way')
     sweep.add_argument('--burn-in', type=nonnegative_int, nargs=3, default=(10, 20, 300),
                        metavar=('CHUNK', 'MIN', 'MAX'),
                        help='equilibration: CHUNK ≥ 4, 0 ≤ MIN ≤ MAX, MAX ≥ 2·CHUNK')
@@ -342,16 +346,25 @@ def main():
         sys.exit(stop.exit_code)
     print(f'training done in {time.time() - start:.0f} s')
     plotting.plot_training(load_history(args.run_dir), os.path.join(args.run_dir, 'training.png'))
-    run_sweep(args, system, wavefunction, config, state.params, key_sweep, burn, start)
+    first = training_chain(state, sweep_grid(args)[0], args.eval_walkers) if args.sweep_start == 'trained' else None
+    run_sweep(args, system, wavefunction, config, state.params, key_sweep, burn, start, first=first)
 
 
-def run_sweep(args, system, wavefunction, config, params, key_sweep, burn, start):
-    """The λ sweep with order parameters, the transition fit (≥ 5 points) and every table and figure."""
+def training_chain(state, lam, num_walkers):
+    """The final training walkers (at most ``num_walkers``) and step size of the block whose λ is nearest ``lam``."""
+    lams = [float(ctx.as_dict()['lam']) for ctx in state.contexts]
+    chain = state.chains[int(np.argmin(np.abs(np.asarray(lams) - lam)))]
+    return chain._replace(walkers=chain.walkers[:num_walkers])
+
+
+def run_sweep(args, system, wavefunction, config, params, key_sweep, burn, start, first=None):
+    """The λ sweep with order parameters, the transition fit (≥ 5 points) and every table and figure
+    (``first``: the chain that starts the first sweep point, default fresh walkers)."""
     grid = [system.context(args.electrons, 0, lam=lam) for lam in sweep_grid(args)]
     num_steps = args.eval_steps  # the order parameters are recorded on the same measurement draws
     sweep = ObservableSweep(wavefunction, system, config, observables=moire_order_observables(system),
                             density_bins=36, pair_bins=30, slice_bins=36)
-    result = sweep.run(params, grid, key_sweep, num_walkers=args.eval_walkers, num_steps=num_steps,
+    result = sweep.run(params, grid, key_sweep, start=first, num_walkers=args.eval_walkers, num_steps=num_steps,
                        burn_in_chunk=burn['chunk'], min_burn_in=burn['min_steps'], max_burn_in=burn['max_steps'],
                        print_fn=print)
     out = os.path.join(args.run_dir, 'sweep')

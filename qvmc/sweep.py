@@ -335,21 +335,23 @@ class Sweep:
         return labelled(frame, labels), labelled(electrons, labels)
 
     def run(self, params: Params, contexts: Sequence[Context], rng_key: PRNGKey, *, carry_over: bool = True,
-            print_fn: Optional[Callable[[str], None]] = None, **measure_kwargs) -> SweepResult:
+            start=None, print_fn: Optional[Callable[[str], None]] = None, **measure_kwargs) -> SweepResult:
         """``measure`` at every context, in the given order; tables concatenated.
 
         With ``carry_over`` a context starts from the final walkers of the previous context
         with the same particle content (e.g. a λ sweep at fixed N); burn-in still runs until
-        the equilibration check passes. The keyword arguments go to ``measure``.
+        the equilibration check passes. ``start`` (a ``samplers.ChainState``, e.g. a training
+        block's final walkers and step size) starts the first context instead of fresh walkers;
+        the later ones carry over as before. The keyword arguments go to ``measure``.
         """
         if not contexts:
             raise ValueError('run needs at least one context.')
         results, last = [], {}
         for i, ctx in enumerate(contexts):
-            start = last.get(ctx.spins) if carry_over else None
+            chain = start if i == 0 else (last.get(ctx.spins) if carry_over else None)
             kwargs = dict(measure_kwargs)
-            if start is not None:
-                kwargs.update(walkers=start.walkers, step_size=start.step_size)
+            if chain is not None:
+                kwargs.update(walkers=chain.walkers, step_size=chain.step_size)
             result = self.measure(params, ctx, jax.random.fold_in(rng_key, i), **kwargs)
             last[ctx.spins] = result.final
             results.append(result)

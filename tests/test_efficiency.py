@@ -69,7 +69,7 @@ def test_parameters_at_energy_on_a_log_linear_family():
             efficiency.parameters_at_energy(target=0.0, **bad)
 
 
-def _member(root, name, width, params, tau, final, n=6, steps=300, equilibrated=True):
+def _member(root, name, width, params, tau, final, n=6, steps=300, equilibrated=True, start='trained'):
     """A finished member: history E/N = final + 5 exp(-t/τ), frozen energy = final, ``params`` parameters."""
     directory = os.path.join(root, f'{name}-w{width}')
     os.makedirs(os.path.join(directory, 'sweep'))
@@ -77,7 +77,8 @@ def _member(root, name, width, params, tau, final, n=6, steps=300, equilibrated=
     pd.DataFrame({'step': t, 'energy': n * (final + 5 * np.exp(-t / tau)), 'seconds': 0.5}).to_csv(
         os.path.join(directory, 'history.csv'), index=False)
     pd.DataFrame({'lam': [1.0], 'energy_per_electron': [final], 'energy_per_electron_err': [0.01],
-                  'equilibrated': [equilibrated], 'burn_in_steps': [300 if not equilibrated else 40]}).to_csv(
+                  'equilibrated': [equilibrated], 'burn_in_steps': [300 if not equilibrated else 40],
+                  'carried_over': [start == 'trained']}).to_csv(
         os.path.join(directory, 'sweep', 'energies.csv'), index=False)
     # a training state's layout: parameters under 'params', other leaves beside them
     checkpoint.save(os.path.join(directory, 'checkpoint.qvmc'),
@@ -93,10 +94,14 @@ def test_efficiency_driver_summary(tmp_path, capsys):
     _member(root, 'psiformer', 32, 4000, tau=30.0, final=-40.0)
     _member(root, 'psiformer', 64, 16000, tau=30.0, final=-40.5)
     _member(root, 'psiformer', 128, 64000, tau=30.0, final=-35.0, equilibrated=False)  # must not enter the ratios
-    assert moire_efficiency.frozen_equilibrated(os.path.join(root, 'psiformer-w128')) is False
-    assert moire_efficiency.frozen_equilibrated(os.path.join(root, 'psiformer-w64')) is True
-    assert moire_efficiency.frozen_equilibrated(os.path.join(root, 'none')) is None
-    moire_efficiency.main(['--run-dir', root, '--electrons', '6', '--members', 'qernel:16', 'psiformer:16,32,64,128',
+    _member(root, 'psiformer', 256, 256000, tau=30.0, final=-45.0, start='fresh')  # nor a fresh start
+    usable = moire_efficiency.frozen_usable
+    assert usable(os.path.join(root, 'psiformer-w128'), 'trained') is False
+    assert usable(os.path.join(root, 'psiformer-w64'), 'trained') is True
+    assert usable(os.path.join(root, 'psiformer-w256'), 'trained') is False
+    assert usable(os.path.join(root, 'psiformer-w256'), 'fresh') is True
+    assert usable(os.path.join(root, 'none'), 'trained') is None
+    moire_efficiency.main(['--run-dir', root, '--electrons', '6', '--members', 'qernel:16', 'psiformer:16,32,64,128,256',
                            '--summarize-only', '--steps', '300', '--window', '2'])
     members = pd.read_csv(tmp_path / 'members.csv').set_index('width')
     assert members.loc[16, 'params'].tolist() == [1000, 1050]
@@ -116,7 +121,9 @@ def test_efficiency_driver_summary(tmp_path, capsys):
         assert (tmp_path / name).is_file()
     out = capsys.readouterr().out
     assert 'psiformer-w128: frozen measurement not equilibrated after 300 calls' in out and 'wrote' in out
+    assert 'psiformer-w256: frozen measurement started from fresh walkers, not trained ones' in out
     assert not members.loc[128, 'frozen_equilibrated'] and members.loc[64, 'frozen_equilibrated']
+    assert members.loc[256, 'frozen_start'] == 'fresh' and not members.loc[256, 'frozen_usable']
 
 
 @pytest.mark.parametrize('argv, message', [

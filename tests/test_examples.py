@@ -91,13 +91,18 @@ def test_moire_single_lambda_natural_gradient(tmp_path):
     assert (history['fisher_norm_sq'] >= 0).all() and (history['diag_shift'] == 1e-3).all()
     energies = pd.read_csv(run_dir / 'sweep' / 'energies.csv')
     assert list(energies['lam']) == [1.2] and energies['honeycomb_order'].notna().all()
+    assert not energies['carried_over'].any()  # --sweep-start fresh, the default
     assert not (run_dir / 'sweep' / 'transition.csv').exists()
-    # --init-from: a new run starts from these parameters; another network size is refused with the mismatches
+    # --init-from: a new run starts from these parameters; another network size is refused with the mismatches;
+    # --sweep-start trained: the frozen measurement starts from the training's final walkers
     start = cmd.index('--run-dir')
     again = cmd[:start] + ['--run-dir', str(tmp_path / 'again'), '--init-from', str(run_dir)] + cmd[start + 2:]
-    result = subprocess.run(again, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(again + ['--sweep-start', 'trained'], env=env, capture_output=True, text=True,
+                            timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f'parameters from {run_dir}' in result.stdout
+    energies = pd.read_csv(tmp_path / 'again' / 'sweep' / 'energies.csv')
+    assert energies['carried_over'].all() and (energies['num_walkers'] == 8).all()
     wide = again[:again.index('--width') + 1] + ['16'] + again[again.index('--width') + 2:]
     wide[wide.index(str(tmp_path / 'again'))] = str(tmp_path / 'wide')
     result = subprocess.run(wide, env=env, capture_output=True, text=True, timeout=900)
