@@ -32,7 +32,8 @@ A measurement is usable if it passed the drift check within ``--burn-in``'s MAX 
 by the next run without ``--summarize-only``.
 
 SIGTERM or Ctrl-C reaches the running member, which stops after a checkpoint (exit status 75);
-re-running the same command resumes it.
+re-running the same command resumes it. A member that another process writes (its run lock is held)
+is skipped, so the same command started once per core shares the members between the drivers.
 """
 
 import argparse
@@ -48,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # examples/cli.p
 from cli import (check, int_at_least, nonnegative_float, nonnegative_int, parse_burn_in, positive_float,  # noqa: E402
                  positive_int)
 
-from qvmc import efficiency  # noqa: E402
+from qvmc import efficiency, runlock  # noqa: E402
 from qvmc.checkpoint_format import load_payload  # noqa: E402
 
 FAMILIES = ('qernel', 'psiformer')
@@ -168,7 +169,8 @@ def run_members(args):
     A member whose frozen measurement did not equilibrate, or started from other walkers than
     ``--frozen-start``, is run again: it resumes at its last step and only measures again."""
     for name, width in args.member_list:
-        if frozen_usable(member_dir(args, name, width), args.frozen_start):
+        directory = member_dir(args, name, width)
+        if frozen_usable(directory, args.frozen_start) or in_use(directory):
             continue
         cmd = member_command(args, name, width)
         print('$ ' + ' '.join(cmd[1:]), flush=True)
@@ -180,8 +182,25 @@ def run_members(args):
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
+        if code == 2 and in_use(directory):  # another driver started it first
+            continue
         if code:
             sys.exit(code)
+
+
+def in_use(directory):
+    """Whether another process (e.g. a second driver with the same members, one per core) writes
+    ``directory`` now; says so. The check takes the run lock and gives it back at once."""
+    if not os.path.isdir(directory):
+        return False
+    try:
+        runlock.acquire(directory)
+    except runlock.RunDirectoryLocked as err:
+        print(f"{os.path.basename(directory)}: skipped, process {err.owner.get('pid', '?')} writes it "
+              f"(started {err.owner.get('started', '?')})", flush=True)
+        return True
+    runlock.release(directory)
+    return False
 
 
 def parameter_count(leaves):

@@ -139,3 +139,37 @@ def test_efficiency_driver_rejects_bad_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
         moire_efficiency.parse_args(argv)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_efficiency_driver_skips_a_member_another_process_writes(tmp_path, monkeypatch, capsys):
+    """Two drivers with the same members (one per core) share them: a member whose run lock another
+    process holds is skipped, a finished one too; the rest is started."""
+    import subprocess
+    import moire_efficiency
+    root = str(tmp_path)
+    _member(root, 'qernel', 16, 1000, tau=10.0, final=-40.0)  # finished, measured from trained walkers
+    busy = os.path.join(root, 'psiformer-w16')
+    os.makedirs(busy)
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time\nfrom qvmc import runlock\n'
+                               'runlock.acquire(sys.argv[1])\nprint("held", flush=True)\ntime.sleep(600)\n', busy],
+                              env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        started = []
+
+        class Child:
+            def __init__(self, cmd):
+                started.append(cmd[cmd.index('--run-dir') + 1])
+
+            def wait(self):
+                return 0
+        monkeypatch.setattr(moire_efficiency.subprocess, 'Popen', Child)
+        args = moire_efficiency.parse_args(['--run-dir', root, '--electrons', '6', '--members', 'qernel:16',
+                                            'psiformer:16', '--steps', '300'])
+        moire_efficiency.run_members(args)
+        assert started == [] and f'psiformer-w16: skipped, process {holder.pid} writes it' in capsys.readouterr().out
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    moire_efficiency.run_members(args)  # the lock went with its owner: now this driver runs the member
+    assert started == [busy]
