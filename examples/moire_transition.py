@@ -36,6 +36,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -351,10 +352,13 @@ def main():
 
 
 def training_chain(state, lam, num_walkers):
-    """The final training walkers (at most ``num_walkers``) and step size of the block whose λ is nearest ``lam``."""
-    lams = [float(ctx.as_dict()['lam']) for ctx in state.contexts]
-    chain = state.chains[int(np.argmin(np.abs(np.asarray(lams) - lam)))]
-    return chain._replace(walkers=chain.walkers[:num_walkers])
+    """``num_walkers`` final training walkers (fewer if training had fewer), taken from the blocks in order of
+    their λ's distance to ``lam`` (a 16-block stage has 1/16 of the walkers in each), with the step size of
+    the nearest block."""
+    distance = np.abs(np.asarray([float(ctx.as_dict()['lam']) for ctx in state.contexts]) - lam)
+    order = np.argsort(distance, kind='stable')
+    walkers = np.concatenate([np.asarray(state.chains[i].walkers) for i in order])[:num_walkers]
+    return state.chains[order[0]]._replace(walkers=jnp.asarray(walkers))
 
 
 def run_sweep(args, system, wavefunction, config, params, key_sweep, burn, start, first=None):

@@ -173,3 +173,20 @@ def test_efficiency_driver_skips_a_member_another_process_writes(tmp_path, monke
         holder.wait(timeout=30)
     moire_efficiency.run_members(args)  # the lock went with its owner: now this driver runs the member
     assert started == [busy]
+
+
+def test_sweep_start_takes_training_walkers_nearest_in_lambda():
+    """--sweep-start trained: walkers from the training blocks in order of λ distance, the nearest block's step size."""
+    import moire_transition as mt
+    from hamiltonians.moire import MoireSystem
+    from qvmc.state import TrainState
+    from samplers import ChainState
+    system = MoireSystem()
+    lams = (0.6, 1.0, 1.4)
+    chains = [ChainState(np.full((4, 6, 2), lam), np.asarray(lam / 10)) for lam in lams]
+    state = TrainState.create({}, None, chains, [system.context(6, 0, lam=lam) for lam in lams])
+    chain = mt.training_chain(state, 1.3, 6)
+    assert chain.walkers.shape == (6, 6, 2) and float(chain.step_size) == pytest.approx(0.14)
+    assert [float(w[0, 0]) for w in chain.walkers] == [1.4] * 4 + [1.0] * 2
+    assert mt.training_chain(state, 0.0, 100).walkers.shape == (12, 6, 2)  # all there are
+    assert mt.parse_args(['--lam', '1', '--sweep-start', 'trained']).sweep_start == 'trained'
