@@ -159,7 +159,11 @@ def frozen_usable(directory, start):
     path = os.path.join(directory, FROZEN)
     if not os.path.isfile(path):
         return None
-    table = pd.read_csv(path)
+    return table_usable(pd.read_csv(path), start)
+
+
+def table_usable(table, start):
+    """Whether a frozen measurement's table passed the drift check and started from ``start`` walkers."""
     equilibrated = bool(table['equilibrated'].all()) if 'equilibrated' in table else True
     return equilibrated and frozen_start(table) == start
 
@@ -233,7 +237,7 @@ def member_row(args, name, width):
             'frozen_equilibrated': bool(frozen.get('equilibrated', True)),
             'frozen_burn_in': int(frozen.get('burn_in_steps', -1)),
             'frozen_start': frozen_start(table),
-            'frozen_usable': bool(frozen.get('equilibrated', True)) and frozen_start(table) == args.frozen_start,
+            'frozen_usable': table_usable(table, args.frozen_start),
             'final_mean': end.final_mean, 'final_err': end.final_err, 'spread': end.spread,
             'max_rise': end.max_rise}
 
