@@ -20,7 +20,8 @@ def _setup(job):
     # The concurrency-optimized scheduler of jaxlib 0.10.2's CPU runtime can deadlock on small hosts
     # (benchmarks/test_scaling.py); seen here as a two-process run stalled inside a checkpoint gather.
     os.environ['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={job["host_devices"]} '
-                               '--xla_cpu_enable_concurrency_optimized_scheduler=false')
+                               '--xla_cpu_enable_concurrency_optimized_scheduler=false '
+                               '--xla_cpu_use_fusion_emitters=false')  # as tests/conftest.py: compile time
     os.environ['JAX_PLATFORMS'] = 'cpu'
     sys.path.insert(0, ROOT)
     import jax

@@ -58,8 +58,19 @@ def test_noninteracting_local_energy_is_exact(spins, exact, method):
     e_loc, _ = _batched_energy(make_log_psi(wf, dot, spins), method, params, walkers, ctx.values)
     e_loc = np.asarray(e_loc)
     assert np.all(np.isfinite(e_loc))
-    assert np.std(e_loc) < 1e-8
-    np.testing.assert_allclose(e_loc, exact, rtol=1e-9, atol=0)
+    # Round-off of ∇² log|det A| grows with the condition number κ of the Slater blocks A (A⁻¹ enters
+    # twice): the bound per walker is ε·κ²·E (random walkers reach κ ≈ 1e5 at N = 10, where the
+    # error is 1e-7; measured errors stay below 1 % of the bound), plus 100 ε·E for the sums.
+    labels = [ansatz.harmonic_basis.orbital_labels(n) for n in spins]
+    kappa = np.ones(len(walkers))
+    for (start, n), lab in zip(((0, spins[0]), (spins[0], spins[1])), labels):
+        if n:
+            blocks = jax.vmap(lambda x: ansatz.harmonic_basis.eigenfunctions(x[start:start + n], lab))(walkers)
+            kappa = np.maximum(kappa, np.linalg.cond(np.asarray(blocks)))
+    eps = np.finfo(np.float64).eps
+    assert np.all(np.abs(e_loc - exact) <= exact * eps * (100 + kappa**2))
+    well = kappa < 100  # zero variance where round-off cannot hide it
+    assert well.sum() >= 8 and np.std(e_loc[well]) < 1e-10
 
 
 @pytest.mark.parametrize('spins,exact', [((1, 1), 2.0), ((3, 3), 10.0), ((6, 6), 28.0),
