@@ -167,6 +167,52 @@ def step_breakdown(vmc, state, ctx):
     return parts
 
 
+def _gflop(fn, *args):
+    """XLA's cost analysis of ``fn(*args)`` in GFLOP (a loop body is counted once, whatever its trips)."""
+    analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis['flops']) / 1e9
+
+
+def step_flops(vmc, state, ctx):
+    """GFLOP of one step's parts from XLA's cost analysis of loop-free programs: one sampling sub-step
+    (the network on every walker) times the sub-steps; one pass of the local energies times the passes;
+    the score rows (a gradient per walker)."""
+    fns = make_block_functions(vmc.wavefunction, vmc.system, ctx.spins, vmc.config)
+    params, chain, values = state.params, state.chains[0], state.values[0]
+    walkers = chain.walkers
+    num_walkers, num_coords = walkers.shape[0], walkers.shape[1] * walkers.shape[2]
+    per_pass = vmc.config.energy_chunk(num_coords, num_walkers) or num_walkers
+    one_pass = dataclasses.replace(vmc.config, energy_batch_size=per_pass, chunk_size=None)
+    pass_fns = make_block_functions(vmc.wavefunction, vmc.system, ctx.spins, one_pass)
+    forward = _gflop(jax.vmap(lambda x: fns.log_psi(params, x, values)), walkers)
+    energy = _gflop(lambda w: pass_fns.energies(params, w, values), walkers[:per_pass])
+    score = _gflop(jax.vmap(jax.grad(lambda p, x: fns.log_psi(p, x, values)), in_axes=(None, 0)), params, walkers)
+    return {'forward (all walkers)': forward, 'sampling': forward * vmc.config.mcmc_substeps,
+            'local energy': energy * -(-num_walkers // per_pass), 'scores': score, 'energy pass walkers': per_pass}
+
+
+def test_step_flops(report):
+    """Floating-point work of the step's parts and the rate each part reaches (the parts' seconds as in
+    test_step_breakdown): whether the step is bound by its arithmetic or by overheads."""
+    vmc, state, ctx = setup(n=BREAKDOWN_N)
+    parts = step_breakdown(vmc, state, ctx)
+    flops = step_flops(vmc, state, ctx)
+    row = {'benchmark': 'moiré step FLOPs', 'N': BREAKDOWN_N, 'walkers': WALKERS, 'substeps': SUBSTEPS,
+           'energy pass walkers': flops['energy pass walkers'],
+           'forward GFLOP (all walkers)': round(flops['forward (all walkers)'], 3)}
+    total = 0.0
+    for part in ('sampling', 'local energy', 'scores'):
+        total += flops[part]
+        row[f'{part} GFLOP'] = round(flops[part], 2)
+        row[f'{part} GFLOP/s'] = round(flops[part] / parts[part], 1)
+    row.update({'step GFLOP (three parts)': round(total, 1), 'whole step s': round(parts['whole step'], 3),
+                'step GFLOP/s': round(total / parts['whole step'], 1),
+                'local energy / forward': round(flops['local energy'] / flops['forward (all walkers)'], 1)})
+    print(row)
+    report(row)
+
+
 PEER_STEP = {6: ('2.2-2.7', 2.45), 24: ('5.1-5.9', 5.5)}  # N -> the peer's s/step (1024 / 256 walkers), mid
 
 
