@@ -187,7 +187,7 @@ def step_flops(vmc, state, ctx):
     pass_fns = make_block_functions(vmc.wavefunction, vmc.system, ctx.spins, one_pass)
     forward = _gflop(jax.vmap(lambda x: fns.log_psi(params, x, values)), walkers)
     energy = _gflop(lambda w: pass_fns.energies(params, w, values), walkers[:per_pass])
-    score = _gflop(jax.vmap(jax.grad(lambda p, x: fns.log_psi(p, x, values)), in_axes=(None, 0)), params, walkers)
+    score = _gflop(lambda w: pass_fns.scores(params, w, values), walkers)  # the step's score function, unchunked
     return {'forward (all walkers)': forward, 'sampling': forward * vmc.config.mcmc_substeps,
             'local energy': energy * -(-num_walkers // per_pass), 'scores': score, 'energy pass walkers': per_pass}
 
